@@ -1,0 +1,1 @@
+"""Models of the study: the ViT (from primitives), the LSTM language model and the CNN baselines."""
