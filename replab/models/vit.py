@@ -1,0 +1,264 @@
+"""Vision Transformer of the specification (Problem 2), every core block from tensor primitives.
+
+``LayerNorm`` and ``MultiHeadedAttention`` are written with matrix products, reductions and a softmax only: no
+``nn.LayerNorm``/``F.layer_norm``/``torch.layer_norm``, no ``nn.MultiheadAttention``,
+``F.multi_head_attention_forward`` or ``F.scaled_dot_product_attention`` on the default path. The one fused
+shortcut, ``attention="sdpa"``, is an explicit opt-in that is tested numerically equal to the default.
+
+Shapes: B batch, T sequence length (1 + number of patches), E = num_heads * head_size embedding size,
+H heads, D head size, C channels, p patch size, N patches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTION_IMPLEMENTATIONS = ("primitive", "sdpa")
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation over the last dimension, with the biased variance (as in Ba et al., 2016).
+
+    ``layernorm(x) = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias``, where ``Var`` divides by n, not n - 1.
+    Statistics are computed in float32 even for low-precision inputs; the output has the input's dtype.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(*dims, hidden_size) -> (*dims, hidden_size)."""
+        if inputs.shape[-1] != self.hidden_size:
+            raise ValueError(f"LayerNorm expects a last dimension of {self.hidden_size}, got {tuple(inputs.shape)}")
+        x = inputs.float()
+        centered = x - x.mean(dim=-1, keepdim=True)
+        variance = (centered * centered).mean(dim=-1, keepdim=True)
+        normalized = centered * torch.rsqrt(variance + self.eps)
+        return (normalized * self.weight + self.bias).to(inputs.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.hidden_size}, eps={self.eps}"
+
+
+class MultiHeadedAttention(nn.Module):
+    """Multi-head scaled dot-product self-attention.
+
+    ``[q_1..q_m] = Q W_Q + b_Q`` (likewise K, V); ``A_i = softmax(q_i k_i^T / sqrt(d))``; ``h_i = A_i v_i``;
+    output ``concat(h_1..h_m) W_O + b_O``. The three input projections are one fused ``nn.Linear`` ``qkv``
+    (E -> 3E, output rows ordered [W_Q; W_K; W_V]) so queries, keys and values come from one matrix product;
+    ``out`` is W_O (E -> E).
+
+    Learnable parameters, with m = num_heads and d = head_size: ``4 (m d)^2 + 4 m d``
+    (four E x E weight matrices and four bias vectors of size E = m d).
+    """
+
+    def __init__(self, head_size: int, num_heads: int, sequence_length: int, attention: str = "primitive"):
+        super().__init__()
+        if attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {attention!r}")
+        self.head_size = head_size
+        self.num_heads = num_heads
+        self.sequence_length = sequence_length
+        self.attention = attention
+        embed_dim = head_size * num_heads
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
+        self.out = nn.Linear(embed_dim, embed_dim)
+
+    def get_attention_weights(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Softmax of the scaled scores over the key axis.
+
+        queries, keys: (B, H, T, D) -> attention weights (B, H, T, T), each row summing to 1.
+        """
+        scores = torch.matmul(queries * (1.0 / math.sqrt(queries.shape[-1])), keys.transpose(-2, -1))
+        return torch.softmax(scores.float(), dim=-1).to(queries.dtype)
+
+    def apply_attention(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The heads ``h_i = A_i v_i``, concatenated.
+
+        queries, keys, values: (B, H, T, D) -> (B, T, H * D).
+        """
+        if self.attention == "sdpa":
+            heads = F.scaled_dot_product_attention(queries, keys, values)
+        else:
+            heads = torch.matmul(self.get_attention_weights(queries, keys), values)
+        return self.merge_heads(heads)
+
+    def split_heads(self, tensor: torch.Tensor) -> torch.Tensor:
+        """(B, T, H * dim) -> (B, H, T, dim), with ``y[b, h, t, i] = x[b, t, h * dim + i]`` (any dim)."""
+        batch_size, sequence_length, width = tensor.shape
+        if width % self.num_heads:
+            raise ValueError(f"last dimension {width} is not divisible by num_heads={self.num_heads}")
+        return tensor.view(batch_size, sequence_length, self.num_heads, width // self.num_heads).transpose(1, 2)
+
+    def merge_heads(self, tensor: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, dim) -> (B, T, H * dim); the exact inverse of ``split_heads``."""
+        batch_size, num_heads, sequence_length, dim = tensor.shape
+        return tensor.transpose(1, 2).reshape(batch_size, sequence_length, num_heads * dim)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, T, H * D) -> (B, T, H * D)."""
+        queries, keys, values = self.qkv(hidden_states).chunk(3, dim=-1)
+        heads = self.apply_attention(self.split_heads(queries), self.split_heads(keys), self.split_heads(values))
+        return self.out(heads)
+
+
+def _feed_forward(embed_dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(embed_dim, hidden_dim),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden_dim, embed_dim),
+        nn.Dropout(dropout),
+    )
+
+
+class PostNormAttentionBlock(nn.Module):
+    """Transformer block with the normalisation after each residual sum (Vaswani et al., 2017).
+
+    ``a = LN1(x + attn(x)); out = LN2(a + linear(a))``.
+    """
+
+    def __init__(self, embed_dim, hidden_dim, num_heads, sequence_length, dropout=0.0, attention="primitive"):
+        super().__init__()
+        self.layer_norm_1 = LayerNorm(embed_dim)
+        self.attn = MultiHeadedAttention(embed_dim // num_heads, num_heads, sequence_length, attention)
+        self.layer_norm_2 = LayerNorm(embed_dim)
+        self.linear = _feed_forward(embed_dim, hidden_dim, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, E) -> (B, T, E)."""
+        x = self.layer_norm_1(x + self.attn(x))
+        return self.layer_norm_2(x + self.linear(x))
+
+
+class PreNormAttentionBlock(nn.Module):
+    """Transformer block with the normalisation inside each residual branch (Xiong et al., 2020).
+
+    ``h = x + attn(LN1(x)); out = h + linear(LN2(h))``.
+    """
+
+    def __init__(self, embed_dim, hidden_dim, num_heads, sequence_length, dropout=0.0, attention="primitive"):
+        super().__init__()
+        self.layer_norm_1 = LayerNorm(embed_dim)
+        self.attn = MultiHeadedAttention(embed_dim // num_heads, num_heads, sequence_length, attention)
+        self.layer_norm_2 = LayerNorm(embed_dim)
+        self.linear = _feed_forward(embed_dim, hidden_dim, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, E) -> (B, T, E)."""
+        x = x + self.attn(self.layer_norm_1(x))
+        return x + self.linear(self.layer_norm_2(x))
+
+
+BLOCKS = {"prenorm": PreNormAttentionBlock, "postnorm": PostNormAttentionBlock}
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """The constructor arguments of ``VisionTransformer`` (defaults: the specification's)."""
+
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    num_channels: int = 3
+    num_heads: int = 8
+    num_layers: int = 4
+    num_classes: int = 10
+    patch_size: int = 4
+    num_patches: int = 64
+    block: str = "prenorm"
+    dropout: float = 0.0
+    attention: str = "primitive"
+
+
+class VisionTransformer(nn.Module):
+    """ViT classifier: patches -> linear embedding -> [CLS] + positions -> blocks -> head on [CLS].
+
+    Parameters with the defaults: 1,086,730 / 2,140,938 / 3,195,146 for 2 / 4 / 6 layers.
+    """
+
+    def __init__(
+        self,
+        embed_dim=256,
+        hidden_dim=512,
+        num_channels=3,
+        num_heads=8,
+        num_layers=4,
+        num_classes=10,
+        patch_size=4,
+        num_patches=64,
+        block="prenorm",
+        dropout=0.0,
+        attention="primitive",
+    ):
+        super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        self.config = ViTConfig(
+            embed_dim, hidden_dim, num_channels, num_heads, num_layers, num_classes,
+            patch_size, num_patches, block, dropout, attention,
+        )
+        self.patch_size = patch_size
+        self.num_patches = num_patches
+        sequence_length = num_patches + 1
+        self.input_layer = nn.Linear(num_channels * patch_size**2, embed_dim)
+        self.transformer = nn.Sequential(
+            *(
+                BLOCKS[block](embed_dim, hidden_dim, num_heads, sequence_length, dropout, attention)
+                for _ in range(num_layers)
+            )
+        )
+        self.mlp_head = nn.Sequential(LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
+        self.dropout = nn.Dropout(dropout)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, 1 + num_patches, embed_dim))
+
+    @classmethod
+    def from_config(cls, config: ViTConfig) -> VisionTransformer:
+        return cls(**asdict(config))
+
+    def get_patches(self, image: torch.Tensor, patch_size: int, flatten_channels: bool = True) -> torch.Tensor:
+        """Cut images into non-overlapping square patches, in row-major order over the image.
+
+        image: (B, C, H, W) with H and W divisible by ``patch_size`` ->
+        (B, N, C * p * p) with each patch flattened as (channel, row, column) if ``flatten_channels``,
+        else (B, N, C, p, p); N = (H / p) * (W / p).
+        """
+        batch_size, channels, height, width = image.shape
+        if height % patch_size or width % patch_size:
+            raise ValueError(f"image size {height}x{width} is not divisible by patch_size={patch_size}")
+        rows, cols = height // patch_size, width // patch_size
+        patches = image.reshape(batch_size, channels, rows, patch_size, cols, patch_size)
+        patches = patches.permute(0, 2, 4, 1, 3, 5)  # (B, rows, cols, C, p, p)
+        if flatten_channels:
+            return patches.reshape(batch_size, rows * cols, channels * patch_size * patch_size)
+        return patches.reshape(batch_size, rows * cols, channels, patch_size, patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) -> logits (B, num_classes)."""
+        patches = self.get_patches(x, self.patch_size)
+        batch_size, num_patches, _ = patches.shape
+        if num_patches > self.num_patches:
+            raise ValueError(
+                f"the image gives {num_patches} patches but the model has positions for {self.num_patches}: "
+                "build the model with a larger num_patches"
+            )
+        tokens = self.input_layer(patches)
+        tokens = torch.cat([self.cls_token.expand(batch_size, -1, -1).to(tokens.dtype), tokens], dim=1)
+        tokens = self.dropout(tokens + self.pos_embedding[:, : num_patches + 1])
+        tokens = self.transformer(tokens)
+        return self.mlp_head(tokens[:, 0])
+
+    def loss(self, preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy. preds: logits (B, num_classes); labels: int64 (B,) -> scalar."""
+        return F.cross_entropy(preds.float(), labels)
