@@ -158,7 +158,9 @@ class _RefPostNorm(_RefPreNorm):
         return self.ln2(x + self.linear(x))
 
 
-@pytest.mark.parametrize("block_cls,ref_cls", [(PreNormAttentionBlock, _RefPreNorm), (PostNormAttentionBlock, _RefPostNorm)])
+@pytest.mark.parametrize(
+    "block_cls,ref_cls", [(PreNormAttentionBlock, _RefPreNorm), (PostNormAttentionBlock, _RefPostNorm)]
+)
 @pytest.mark.parametrize("batch,seq,embed,heads", [(2, 5, 16, 4), (1, 65, 64, 8)])
 def test_blocks_match_reference(block_cls, ref_cls, batch, seq, embed, heads):
     block = block_cls(embed, 2 * embed, heads, seq)
