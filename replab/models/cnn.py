@@ -67,7 +67,7 @@ class CNN(nn.Module):
 
     def loss(self, preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of logits (B, num_classes) against integer labels (B,)."""
-        return F.cross_entropy(preds, labels)
+        return F.cross_entropy(preds.float(), labels)  # float32 loss under bf16/fp16 autocast
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
