@@ -19,6 +19,15 @@ EXPECTED_PARAMS = {
 NAMES = list(CNN_MODELS)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny batches: one intra-op thread is as fast, and avoids 10x slowdowns when the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def models() -> dict[str, torch.nn.Module]:
     """One instance per model (built once: the tests below that mutate a model build their own)."""
