@@ -1,0 +1,229 @@
+"""The ``replab`` command (also ``python -m replab``).
+
+    replab configs [--json]                 the registry of experiments, every hyperparameter resolved
+    replab train ID [overrides]             one experiment into runs/ID/
+    replab grid {lstm,vit,cnn,all} [...]    experiments one after another, skipping completed ones, resuming others
+    replab data {check,download}            what data is where; download what can be downloaded
+
+Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from replab.experiments import (
+    AMP_MODES,
+    BLOCKS,
+    EXPERIMENTS,
+    GRIDS,
+    OPTIMIZERS,
+    RunSettings,
+    get_experiment,
+    with_overrides,
+)
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad input: one line for the user, exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    hp = parser.add_argument_group("hyperparameter overrides (default: the registry's value)")
+    hp.add_argument("--epochs", type=_positive_int)
+    hp.add_argument("--batch-size", type=_positive_int, help="global batch size (split across DDP ranks)")
+    hp.add_argument("--lr", type=float)
+    hp.add_argument("--optimizer", choices=OPTIMIZERS)
+    hp.add_argument("--weight-decay", type=_non_negative_float)
+    hp.add_argument("--momentum", type=_non_negative_float)
+    hp.add_argument("--layers", type=_positive_int, dest="num_layers")
+    hp.add_argument("--block", choices=BLOCKS)
+    hp.add_argument("--seed", type=int)
+    run = parser.add_argument_group("how the run executes")
+    run.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    run.add_argument("--amp", choices=AMP_MODES, default="none", help="autocast precision (bf16 also on CPU)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--attention", choices=("primitive", "sdpa"), default="primitive",
+                     help="ViT attention: from primitives (default) or F.scaled_dot_product_attention")
+    run.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
+    run.add_argument("--embeddings", help="LSTM: GPT-1 token embeddings .npz (frozen); default: learned")
+    run.add_argument("--out", default="runs", help="runs folder (default: runs)")
+    run.add_argument("--limit-train-batches", type=_positive_int, help="train on at most N batches per epoch")
+    run.add_argument("--limit-eval-batches", type=_positive_int, help="evaluate on at most N batches")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    run.add_argument("--overwrite", action="store_true", help="delete an existing run and train it again")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="tqdm progress bars (default: on when stderr is a terminal)")
+
+
+HYPERPARAMETERS = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum", "num_layers", "block", "seed")
+SETTINGS = ("device", "amp", "compile", "attention", "data_dir", "embeddings", "out", "limit_train_batches",
+            "limit_eval_batches", "resume", "overwrite", "progress")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="replab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    configs = commands.add_parser("configs", help="list the experiments with every resolved hyperparameter")
+    configs.add_argument("--json", action="store_true", help="machine-readable output")
+
+    train = commands.add_parser("train", help="train one experiment")
+    train.add_argument("id", help="experiment id, e.g. vit-2 or lstm-1 (see `replab configs`)")
+    _add_run_options(train)
+
+    grid = commands.add_parser("grid", help="train a grid of experiments, skipping completed ones")
+    grid.add_argument("grid", choices=sorted(GRIDS))
+    _add_run_options(grid)
+
+    data = commands.add_parser("data", help="check or download the datasets")
+    data.add_argument("action", choices=("check", "download"))
+    data.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
+    return parser
+
+
+def _settings(args) -> RunSettings:
+    settings = RunSettings(**{k: getattr(args, k) for k in SETTINGS})
+    try:
+        settings.validate()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return settings
+
+
+def _experiment(experiment_id: str, args):
+    try:
+        return with_overrides(get_experiment(experiment_id), **{k: getattr(args, k) for k in HYPERPARAMETERS})
+    except (KeyError, ValueError) as error:
+        raise UsageError(str(error).strip("'\"")) from None
+
+
+def cmd_configs(args) -> int:
+    rows = [EXPERIMENTS[k].resolved().to_dict() for k in EXPERIMENTS]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    header = f"{'id':<18}{'task':<6}{'layers':>7}  {'block':<10}{'optimizer':<10}{'lr':>8}{'wd':>9}{'mom':>5}" \
+             f"{'batch':>7}{'epochs':>7}"
+    print(header)
+    for r in rows:
+        layers = r["num_layers"] if r["task"] != "cnn" else "-"
+        print(f"{r['id']:<18}{r['task']:<6}{layers:>7}  {r.get('block', ''):<10}{r['optimizer']:<10}"
+              f"{r['lr']:>8g}{r['weight_decay']:>9g}{r['momentum']:>5g}{r['batch_size']:>7}{r['epochs']:>7}")
+    return EXIT_OK
+
+
+def _status_code(summary: dict) -> int:
+    return {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(summary.get("status"), EXIT_RUN_FAILED)
+
+
+def _train_one(experiment, settings) -> int:
+    from replab.train import RunError, train
+
+    try:
+        summary = train(experiment, settings)
+    except RunError as error:
+        raise UsageError(str(error)) from None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    status = summary.get("status")
+    best = summary.get("best_val")
+    detail = f"best validation {summary['metric']} {best:.4f} (epoch {summary['best_epoch']})" if best else ""
+    print(f"{experiment.id}: {status}{': ' + summary['reason'] if summary.get('reason') else ''}"
+          f"{'; ' + detail if detail else ''}")
+    return _status_code(summary)
+
+
+def cmd_train(args) -> int:
+    return _train_one(_experiment(args.id, args), _settings(args))
+
+
+def cmd_grid(args) -> int:
+    from replab.train import completed_summary
+
+    settings = _settings(args)
+    experiments = [_experiment(i, args) for i in GRIDS[args.grid]]  # all validated before the first run
+    worst = EXIT_OK
+    for experiment in experiments:
+        if not settings.overwrite and completed_summary(experiment, settings):
+            print(f"{experiment.id}: completed already, skipped")
+            continue
+        run_settings = settings
+        if not settings.overwrite and (Path(settings.out) / experiment.id / "config.json").exists():
+            run_settings = RunSettings(**{**settings.__dict__, "resume": True})
+        code = _train_one(experiment, run_settings)
+        if code == EXIT_INTERRUPTED:
+            return code
+        worst = max(worst, code)
+    return worst
+
+
+def cmd_data(args) -> int:
+    from replab.data import resolve_data_dir
+    from replab.data.cifar10 import download_cifar10, load_cifar10
+    from replab.data.wikitext2 import Wikitext2
+
+    root = resolve_data_dir(args.data_dir)
+    if args.action == "download":
+        folder = download_cifar10(root / "cifar10")
+        print(f"CIFAR-10: {folder}")
+        print("Wikitext-2 (GPT-1 token ids) is the course's preprocessed copy and is not downloadable: "
+              f"put wiki.{{train,validation,test}}.npz in {root / 'wikitext2'}")
+    ok = True
+    for split in ("train", "validation", "test"):
+        try:
+            data = Wikitext2(root, split=split)
+            print(f"wikitext2 {split:<10} ok: {len(data):>6} sequences, {data.num_predictions:>9,} predicted tokens")
+        except (FileNotFoundError, ValueError) as error:
+            ok = False
+            print(f"wikitext2 {split:<10} MISSING: {error}")
+    try:
+        splits = load_cifar10(root)
+        print(f"cifar10    ok: {len(splits.train)} train / {len(splits.valid)} valid / {len(splits.test)} test")
+    except (FileNotFoundError, ValueError) as error:
+        ok = False
+        print(f"cifar10    MISSING: {error}")
+    print(f"data folder: {root.resolve()}")
+    return EXIT_OK if ok else EXIT_USAGE
+
+
+COMMANDS = {"configs": cmd_configs, "train": cmd_train, "grid": cmd_grid, "data": cmd_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as error:
+        print(f"replab: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("replab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The machine a run executes on: device choice, environment record, and memory measurement."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+import replab
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; an explicit device must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available here: use --device auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps was asked for but MPS is not available here: use --device auto or cpu")
+    return device
+
+
+def git_commit() -> str | None:
+    """The commit of the replab source tree (with ``-dirty`` if it has uncommitted changes), if it is a checkout."""
+    root = Path(replab.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict:
+    """Versions, machine and device, as recorded next to every run's metrics."""
+    info = {
+        "replab_version": replab.__version__,
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": cpu_name(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "hostname": platform.node(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["device_name"] = props.name
+        info["device_memory_mb"] = round(props.total_memory / 2**20)
+    elif device.type == "mps":
+        info["device_name"] = "Apple MPS"
+    return info
+
+
+def resident_memory_mb() -> float:
+    """Resident set size of this process, in MiB (Linux /proc; falls back to the peak from ``resource``)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _NvmlProcessMemory:
+    """Device memory used by this process as nvidia-smi shows it, through NVML (``nvidia-ml-py``), if available."""
+
+    def __init__(self, device: torch.device):
+        import pynvml  # optional dependency: pip install replab[gpu]
+
+        pynvml.nvmlInit()
+        self.nvml = pynvml
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        self.pid = os.getpid()
+
+    def __call__(self) -> float | None:
+        for process in self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
+            if process.pid == self.pid and process.usedGpuMemory is not None:
+                return process.usedGpuMemory / 2**20
+        return None
+
+
+class MemoryMonitor:
+    """Samples memory in a background thread; ``steady()`` marks the end of warm-up.
+
+    CPU: resident memory of the process. CUDA: device memory of the process through NVML (what nvidia-smi shows),
+    else ``torch.cuda.memory_reserved``; plus ``max_memory_allocated``/``memory_reserved`` from PyTorch.
+    Averages count only samples taken after warm-up ("steady state").
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.2):
+        self.device = device
+        self.interval = interval
+        self.source = "rss"
+        self._read = resident_memory_mb
+        if device.type == "cuda":
+            try:
+                self._read = _NvmlProcessMemory(device)
+                self.source = "nvml"
+            except Exception:  # no NVML library or no permission: PyTorch's own view of the device
+                self._read = lambda: torch.cuda.memory_reserved(device) / 2**20
+                self.source = "torch_reserved"
+        self._samples: list[float] = []
+        self._steady = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> MemoryMonitor:
+        self._thread = threading.Thread(target=self._run, name="replab-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        value = self._read()
+        if value is not None and self._steady:
+            with self._lock:
+                self._samples.append(value)
+
+    def steady(self) -> None:
+        """Warm-up is over: samples from now on count towards the steady-state mean."""
+        self._steady = True
+
+    def epoch_report(self) -> dict:
+        """Mean and peak of the samples since the last report (then starts a new window)."""
+        self.sample()
+        with self._lock:
+            samples, self._samples = self._samples, []
+        report = {
+            "source": self.source,
+            "steady_mean_mb": round(sum(samples) / len(samples), 1) if samples else None,
+            "peak_mb": round(max(samples), 1) if samples else None,
+            "samples": len(samples),
+        }
+        if self.source == "rss":
+            report["peak_mb"] = round(max([resident_memory_mb(), *samples]), 1)
+        if self.device.type == "cuda":
+            report["max_allocated_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+            report["reserved_mb"] = round(torch.cuda.memory_reserved(self.device) / 2**20, 1)
+        return report
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class Stopwatch:
+    """Wall-clock seconds, synchronising the device first so asynchronous GPU work is counted."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start = self._now()
+
+    def _now(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self._now() - self.start

@@ -1,0 +1,202 @@
+"""What differs between the study's tasks, behind one small interface the trainer calls.
+
+A task builds its model, holds its data as tensors, yields training and evaluation batches (sharded across
+ranks when distributed), computes the loss and the statistics of a batch, and turns summed statistics into the
+scores of the specification: perplexity for language modelling, accuracy for image classification.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from replab.data.cifar10 import ImageBatches, load_cifar10
+from replab.data.wikitext2 import Wikitext2
+from replab.experiments import Experiment, RunSettings
+from replab.models.cnn import build_cnn
+from replab.models.lstm import LSTM, masked_sequence_mean, token_nll
+from replab.models.vit import VisionTransformer
+
+
+def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's contiguous part of a global batch of indices (no overlap, nothing dropped)."""
+    return indices.tensor_split(world_size)[rank] if world_size > 1 else indices
+
+
+class Task:
+    """The interface the trainer uses. Statistics are sums (tensors on the device) so ranks can add them up."""
+
+    metric: str  # name of the score
+    higher_is_better: bool
+    unit: str  # what throughput counts
+
+    def __init__(self, experiment: Experiment, settings: RunSettings, data_dir: Path, device: torch.device):
+        self.experiment = experiment
+        self.settings = settings
+        self.data_dir = data_dir
+        self.device = device
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def objective(self, model: nn.Module) -> nn.Module:
+        """The module the training step calls (and DDP/compile wrap): by default the model itself."""
+        return model
+
+    def train_batches(self, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> Iterator:
+        raise NotImplementedError
+
+    def num_train_batches(self) -> int:
+        raise NotImplementedError
+
+    def eval_batches(self, split: str, rank: int = 0, world_size: int = 1) -> Iterator:
+        raise NotImplementedError
+
+    def step(self, objective: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss to minimise and the batch's summed statistics (``loss_sum``, ``count``, ``items``...)."""
+        raise NotImplementedError
+
+    def scores(self, totals: dict[str, float]) -> dict[str, float]:
+        """``{"loss": ..., self.metric: ...}`` from statistics summed over an epoch (and over ranks)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Task facts recorded in ``config.json``."""
+        return {}
+
+
+class _LanguageModelObjective(nn.Module):
+    """Per-token NLL of the next tokens, through the fused cross-entropy (equal to the spec's forward + loss)."""
+
+    def __init__(self, model: LSTM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """source, target: (B, T) -> NLL (B, T); every sequence starts from zero hidden states."""
+        states = self.model.initial_states(source.shape[0], device=source.device)
+        features, _ = self.model.hidden_features(source, states)
+        return token_nll(self.model, features, target)
+
+
+class LanguageModelingTask(Task):
+    """LSTM on Wikitext-2. Loss: the spec's per-sequence mean NLL; score: perplexity over all predicted tokens."""
+
+    metric = "perplexity"
+    higher_is_better = False
+    unit = "tokens"
+    splits = {"train": "train", "valid": "validation", "test": "test"}
+
+    def __init__(self, experiment, settings, data_dir, device):
+        super().__init__(experiment, settings, data_dir, device)
+        self.data = {name: Wikitext2(data_dir, split=split) for name, split in self.splits.items()}
+
+    def build_model(self) -> LSTM:
+        e = self.experiment
+        if self.settings.embeddings:
+            return LSTM.load_embeddings_from(self.settings.embeddings, e.hidden_size, e.num_layers, False)
+        return LSTM(Wikitext2.vocabulary_size, e.embedding_size, e.hidden_size, e.num_layers, learn_embeddings=True)
+
+    def describe(self) -> dict:
+        if self.settings.embeddings:
+            return {"embeddings": "pretrained (frozen)", "embeddings_file": str(self.settings.embeddings)}
+        return {"embeddings": "learned (no embeddings file given)", "embeddings_file": None}
+
+    def objective(self, model: LSTM) -> nn.Module:
+        return _LanguageModelObjective(model)
+
+    def _batches(self, dataset: Wikitext2, order: torch.Tensor, rank: int, world_size: int):
+        batch_size = self.experiment.batch_size
+        for start in range(0, len(order), batch_size):
+            batch = dataset.get_batch(shard(order[start : start + batch_size], rank, world_size))
+            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def num_train_batches(self) -> int:
+        return math.ceil(len(self.data["train"]) / self.experiment.batch_size)
+
+    def train_batches(self, generator, rank=0, world_size=1):
+        order = torch.randperm(len(self.data["train"]), generator=generator)
+        return self._batches(self.data["train"], order, rank, world_size)
+
+    def eval_batches(self, split, rank=0, world_size=1):
+        dataset = self.data[split]
+        return self._batches(dataset, torch.arange(len(dataset)), rank, world_size)
+
+    def step(self, objective, batch):
+        mask = batch["mask"]
+        nll = objective(batch["source"], batch["target"])
+        loss = masked_sequence_mean(nll, mask)
+        stats = {"loss_sum": (nll.detach() * mask).sum(), "count": mask.sum(), "items": mask.sum()}
+        return loss, stats
+
+    def scores(self, totals):
+        mean_nll = totals["loss_sum"] / max(totals["count"], 1.0)
+        return {"loss": mean_nll, "perplexity": math.exp(min(mean_nll, 700.0))}
+
+
+class ImageClassificationTask(Task):
+    """ViT or CNN on CIFAR-10 (45k/5k/10k split), whole splits kept on the device, augmentation in batches."""
+
+    metric = "accuracy"
+    higher_is_better = True
+    unit = "images"
+
+    def __init__(self, experiment, settings, data_dir, device):
+        super().__init__(experiment, settings, data_dir, device)
+        splits = load_cifar10(data_dir, seed=experiment.seed)
+        self.splits = {name: getattr(splits, name).to(device) for name in ("train", "valid", "test")}
+        self.channels_last = experiment.task == "cnn"
+
+    def build_model(self) -> nn.Module:
+        e = self.experiment
+        if e.task == "cnn":
+            return build_cnn(e.architecture).to(memory_format=torch.channels_last)
+        return VisionTransformer(
+            embed_dim=e.embed_dim, hidden_dim=e.hidden_dim, num_heads=e.num_heads, num_layers=e.num_layers,
+            patch_size=e.patch_size, block=e.block, dropout=e.dropout, attention=self.settings.attention,
+        )
+
+    def _batches(self, split, shuffle, generator=None, rank=0, world_size=1):
+        batches = ImageBatches(
+            self.splits[split], self.experiment.batch_size, shuffle=shuffle, augment=shuffle,
+            generator=generator, rank=rank, world_size=world_size,
+        )
+        for images, labels in batches:
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, labels
+
+    def num_train_batches(self) -> int:
+        return math.ceil(len(self.splits["train"]) / self.experiment.batch_size)
+
+    def train_batches(self, generator, rank=0, world_size=1):
+        return self._batches("train", True, generator, rank, world_size)
+
+    def eval_batches(self, split, rank=0, world_size=1):
+        return self._batches(split, False, torch.Generator().manual_seed(0), rank, world_size)
+
+    def step(self, objective, batch):
+        images, labels = batch
+        logits = objective(images)
+        loss = nn.functional.cross_entropy(logits.float(), labels)
+        count = torch.tensor(float(labels.numel()), device=labels.device)
+        stats = {
+            "loss_sum": loss.detach() * count,
+            "correct": (logits.detach().argmax(-1) == labels).sum().float(),
+            "count": count,
+            "items": count,
+        }
+        return loss, stats
+
+    def scores(self, totals):
+        count = max(totals["count"], 1.0)
+        return {"loss": totals["loss_sum"] / count, "accuracy": totals["correct"] / count}
+
+
+def make_task(experiment: Experiment, settings: RunSettings, data_dir: Path, device: torch.device) -> Task:
+    task_class = LanguageModelingTask if experiment.task == "lstm" else ImageClassificationTask
+    return task_class(experiment, settings, data_dir, device)

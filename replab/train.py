@@ -1,0 +1,406 @@
+"""One trainer for every experiment: the loop, evaluation, logs, checkpoints, resume and DDP.
+
+``train(experiment, settings)`` runs one experiment into ``<settings.out>/<experiment.id>/`` and returns its
+summary. Task differences (data, loss, score) live in ``replab.tasks``; this module knows none of them.
+
+Reproducibility: the model is initialised from ``seed``; at the start of epoch ``e`` the global RNG (dropout)
+and the data generator (shuffling, augmentation) are re-seeded from ``(seed, e)``, so a run resumed from the
+checkpoint of epoch ``e - 1`` continues with exactly the numbers of an uninterrupted run on the same device.
+
+Distributed: launched by ``torchrun`` (``WORLD_SIZE > 1``), the model is wrapped in
+``DistributedDataParallel``; ``batch_size`` is the *global* batch, split without overlap across ranks, so the
+learning rate keeps its meaning whatever the number of processes; statistics are summed over ranks; only rank 0
+writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from replab.data import resolve_data_dir
+from replab.experiments import Experiment, RunSettings
+from replab.runlog import RunDir, atomic_torch_save
+from replab.system import MemoryMonitor, Stopwatch, environment, pick_device
+from replab.tasks import Task, make_task
+
+log = logging.getLogger("replab.train")
+
+EXIT_INTERRUPTED = 130
+
+
+class RunError(Exception):
+    """A run cannot start (bad input, missing data, existing run): one line for the user, exit code 2."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+def build_optimizer(experiment: Experiment, parameters) -> torch.optim.Optimizer:
+    """adam: Adam, no weight decay; adamw: AdamW; sgd: SGD without momentum; momentum: SGD with momentum."""
+    params = [p for p in parameters if p.requires_grad]
+    e = experiment
+    if e.optimizer == "adam":
+        return torch.optim.Adam(params, lr=e.lr)
+    if e.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=e.lr, weight_decay=e.weight_decay)
+    if e.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=e.lr, weight_decay=e.weight_decay)
+    return torch.optim.SGD(params, lr=e.lr, momentum=e.momentum, weight_decay=e.weight_decay)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**63)
+
+
+# ------------------------------------------------------------------------------------------------ distributed
+class Distributed:
+    """Rank and world size (1 process unless launched by torchrun), and sums across ranks."""
+
+    def __init__(self, device_type: str):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.enabled = self.world_size > 1
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
+        keys = sorted(totals)
+        values = torch.stack([totals[k].detach().double() for k in keys])
+        if self.enabled:
+            values = values.to("cpu") if dist.get_backend() == "gloo" else values
+            dist.all_reduce(values)
+        return dict(zip(keys, values.tolist(), strict=True))
+
+    def broadcast_flag(self, flag: bool) -> bool:
+        if not self.enabled:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    def __init__(self, experiment: Experiment, settings: RunSettings):
+        settings.validate()
+        self.experiment = experiment.resolved()
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        self.dist = Distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        self.run = RunDir(Path(settings.out) / self.experiment.id)
+        self.data_dir = resolve_data_dir(settings.data_dir)
+        self._check_run_folder()
+        self._check_amp()
+        self.progress = settings.progress if settings.progress is not None else sys.stderr.isatty()
+        self.progress = self.progress and self.dist.is_main
+
+    # -- input checks: nothing is created or removed before they pass -------------------------------------
+    def _check_run_folder(self) -> None:
+        summary = self.run.read_summary() or {}
+        if self.settings.overwrite or not self.run.exists():
+            return
+        if summary.get("status") == "completed" and not self.settings.resume:
+            raise RunError(f"{self.run.path} holds a completed run: pass --overwrite to train it again")
+        if not self.settings.resume:
+            raise RunError(f"{self.run.path} holds an unfinished run: pass --resume to continue it or --overwrite")
+
+    def _check_amp(self) -> None:
+        amp = self.settings.amp
+        if amp == "fp16" and self.device.type != "cuda":
+            raise RunError("--amp fp16 needs a CUDA device (use --amp bf16 on the CPU)")
+        if amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise RunError("this GPU does not support bf16: use --amp fp16")
+
+    def autocast(self):
+        if self.settings.amp == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.settings.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        try:
+            self.task: Task = make_task(self.experiment, self.settings, self.data_dir, self.device)
+        except (FileNotFoundError, ValueError) as error:
+            raise RunError(
+                f"{error} (data folder: {self.data_dir}; set REPLAB_DATA or --data-dir, or run `replab data download`)"
+            ) from error
+        torch.manual_seed(self.experiment.seed)
+        self.model = self.task.build_model().to(self.device)
+        objective = self.task.objective(self.model)
+        if self.dist.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            objective = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
+        self.objective = torch.compile(objective) if self.settings.compile else objective
+        self.optimizer = build_optimizer(self.experiment, self.model.parameters())
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(self.experiment.lr_milestones), gamma=self.experiment.lr_gamma
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings.amp == "fp16")
+
+    def config_record(self) -> dict:
+        parameters = sum(p.numel() for p in self.model.parameters())
+        learnable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        settings = {k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__}
+        settings["data_dir"] = str(self.data_dir.resolve())
+        return {
+            "experiment": self.experiment.to_dict(),
+            "settings": settings,
+            "task": {"metric": self.task.metric, "higher_is_better": self.task.higher_is_better,
+                     "unit": self.task.unit, **self.task.describe()},
+            "parameters": {"total": parameters, "learnable": learnable},
+            "world_size": self.dist.world_size,
+            "environment": environment(self.device),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    def state(self, epoch: int, best: dict) -> dict:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best": best,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "experiment": self.experiment.to_dict(),
+        }
+
+    def restore(self) -> tuple[int, dict, list[dict]]:
+        """Load ``last.pt``; drop metrics written after it. Returns (epochs done, best so far, their metrics)."""
+        if not self.run.last_checkpoint.exists():
+            return 0, {}, []
+        checkpoint = torch.load(self.run.last_checkpoint, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
+        epoch = checkpoint["epoch"]
+        records = self.run.keep_metrics_through(epoch) if self.dist.is_main else []
+        return epoch, checkpoint["best"], records
+
+    # -- one pass -------------------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int, monitor: MemoryMonitor) -> tuple[dict, float, float]:
+        self.model.train()
+        seed = epoch_seed(self.experiment.seed, epoch)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        batches = self.task.train_batches(generator, self.dist.rank, self.dist.world_size)
+        total = self.task.num_train_batches()
+        if self.settings.limit_train_batches:
+            total = min(total, self.settings.limit_train_batches)
+        warmup = max(1, min(20, total // 5))
+        totals: dict[str, torch.Tensor] = {}
+        bar = tqdm(total=total, desc=f"{self.experiment.id} epoch {epoch}", disable=not self.progress,
+                   leave=False, dynamic_ncols=True, unit="batch")
+        clock = Stopwatch(self.device)
+        for step, batch in enumerate(batches):
+            if step >= total:
+                break
+            with self.autocast():
+                loss, stats = self.task.step(self.objective, batch)
+            if not torch.isfinite(loss.detach()).item():
+                raise Diverged(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            for k, v in stats.items():
+                totals[k] = totals[k] + v if k in totals else v
+            if step + 1 == warmup:
+                monitor.steady()
+            if self.progress:
+                rate = totals["items"].item() * self.dist.world_size / max(clock.elapsed(), 1e-9)
+                bar.set_postfix(loss=f"{loss.item():.4f}", rate=f"{rate:,.0f} {self.task.unit}/s")
+                bar.update()
+        bar.close()
+        seconds = clock.elapsed()
+        summed = self.dist.sum(totals)
+        return self.task.scores(summed), seconds, summed["items"]
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict:
+        self.model.eval()
+        limit = self.settings.limit_eval_batches
+        totals: dict[str, torch.Tensor] = {}
+        for step, batch in enumerate(self.task.eval_batches(split, self.dist.rank, self.dist.world_size)):
+            if limit and step >= limit:
+                break
+            with self.autocast():
+                _, stats = self.task.step(self.objective, batch)
+            for k, v in stats.items():
+                totals[k] = totals[k] + v if k in totals else v
+        return self.task.scores(self.dist.sum(totals))
+
+    # -- the run ----------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        e, metric = self.experiment, self.task.metric
+        start_epoch, best, records = self.restore() if self.settings.resume else (0, {}, [])
+        if self.dist.is_main:
+            if start_epoch == 0 and not self.settings.resume:
+                self.run.path.mkdir(parents=True, exist_ok=True)
+            self.run.write_config(self.config_record())
+        wall_offset = records[-1]["wall_seconds"] if records else 0.0
+        run_clock = time.perf_counter()
+        status, reason = "completed", None
+        log.info("%s: %s, %d parameters, device %s, epochs %d-%d", e.id, self.task.metric,
+                 sum(p.numel() for p in self.model.parameters()), self.device, start_epoch + 1, e.epochs)
+        with MemoryMonitor(self.device) as monitor:
+            try:
+                for epoch in range(start_epoch + 1, e.epochs + 1):
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    train_scores, train_seconds, items = self.train_epoch(epoch, monitor)
+                    eval_clock = Stopwatch(self.device)
+                    val_scores = self.evaluate("valid")
+                    eval_seconds = eval_clock.elapsed()
+                    self.scheduler.step()
+                    record = {
+                        "epoch": epoch,
+                        "train_loss": train_scores["loss"], "val_loss": val_scores["loss"],
+                        f"train_{metric}": train_scores[metric], f"val_{metric}": val_scores[metric],
+                        "lr": lr,
+                        "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+                        "wall_seconds": wall_offset + time.perf_counter() - run_clock,
+                        "throughput": items / max(train_seconds, 1e-9), "throughput_unit": f"{self.task.unit}/s",
+                        "memory": monitor.epoch_report(),
+                    }
+                    if not all(math.isfinite(v) for v in (record["train_loss"], record["val_loss"])):
+                        raise Diverged(f"loss became non-finite at epoch {epoch}")
+                    improved = not best or self._better(val_scores[metric], best["value"])
+                    if improved:
+                        best = {"value": val_scores[metric], "epoch": epoch}
+                    records.append(record)
+                    if self.dist.is_main:
+                        self.run.append_metrics(record)
+                        if improved:
+                            atomic_torch_save(self.run.best_checkpoint, self.state(epoch, best))
+                        atomic_torch_save(self.run.last_checkpoint, self.state(epoch, best))
+                    log.info("epoch %d: train loss %.4f %s %.4f | valid loss %.4f %s %.4f | %.1fs", epoch,
+                             record["train_loss"], metric, record[f"train_{metric}"], record["val_loss"], metric,
+                             record[f"val_{metric}"], train_seconds)
+            except Diverged as error:
+                status, reason = "diverged", str(error)
+            except KeyboardInterrupt:
+                status, reason = "interrupted", "stopped by the user (Ctrl-C); continue with --resume"
+            except Exception as error:  # recorded, then raised again
+                status, reason = "failed", f"{type(error).__name__}: {error}"
+                self._finish(records, best, status, reason, test=False)
+                raise
+        return self._finish(records, best, status, reason, test=status == "completed")
+
+    def _better(self, value: float, best: float) -> bool:
+        return value > best if self.task.higher_is_better else value < best
+
+    def _finish(self, records: list[dict], best: dict, status: str, reason: str | None, test: bool) -> dict:
+        metric = self.task.metric
+        summary = {
+            "id": self.experiment.id,
+            "status": status,
+            "reason": reason,
+            "metric": metric,
+            "higher_is_better": self.task.higher_is_better,
+            "epochs_completed": len(records),
+            "epochs_planned": self.experiment.epochs,
+            "best_val": best.get("value"),
+            "best_epoch": best.get("epoch"),
+        }
+        if records:
+            last = records[-1]
+            summary.update({
+                "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
+                f"final_train_{metric}": last[f"train_{metric}"], f"final_val_{metric}": last[f"val_{metric}"],
+                "total_seconds": last["wall_seconds"],
+                "mean_epoch_seconds": sum(r["train_seconds"] for r in records) / len(records),
+                "memory": _memory_summary(records),
+            })
+        if test and records:
+            summary["test_final"] = self.evaluate("test")
+            self.dist.barrier()  # rank 0 wrote best.pt (single-node: one shared folder)
+            if self.run.best_checkpoint.exists():
+                checkpoint = torch.load(self.run.best_checkpoint, map_location=self.device, weights_only=False)
+                self.model.load_state_dict(checkpoint["model"])
+                summary["test_best"] = {**self.evaluate("test"), "epoch": checkpoint["epoch"]}
+        if self.dist.is_main:
+            self.run.write_summary(summary)
+        log.info("%s %s%s", self.experiment.id, status, f": {reason}" if reason else "")
+        return summary
+
+
+def _memory_summary(records: list[dict]) -> dict:
+    memory = [r["memory"] for r in records if r.get("memory")]
+    means = [m["steady_mean_mb"] for m in memory if m.get("steady_mean_mb") is not None]
+    peaks = [m["peak_mb"] for m in memory if m.get("peak_mb") is not None]
+    summary = {
+        "source": memory[-1]["source"] if memory else None,
+        "steady_mean_mb": round(sum(means) / len(means), 1) if means else None,
+        "peak_mb": max(peaks) if peaks else None,
+    }
+    for key in ("max_allocated_mb", "reserved_mb"):
+        values = [m[key] for m in memory if m.get(key) is not None]
+        if values:
+            summary[key] = max(values)
+    return summary
+
+
+def _attach_log_file(run: RunDir) -> logging.Handler:
+    run.path.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run.log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("replab").addHandler(handler)
+    return handler
+
+
+def completed_summary(experiment: Experiment, settings: RunSettings) -> dict | None:
+    """The summary of this experiment's run if it completed all its epochs already, else None."""
+    summary = RunDir(Path(settings.out) / experiment.id).read_summary() or {}
+    done = summary.get("status") == "completed" and summary.get("epochs_completed", 0) >= experiment.epochs
+    return summary if done else None
+
+
+def train(experiment: Experiment, settings: RunSettings) -> dict:
+    """Train one experiment; returns its summary. Raises ``RunError`` for bad input before touching any file.
+
+    With ``settings.resume``, a run that already completed its epochs is left as it is and its summary returned.
+    """
+    if settings.resume and (summary := completed_summary(experiment, settings)) is not None:
+        log.info("%s already completed: nothing to resume", experiment.id)
+        return summary
+    trainer = Trainer(experiment, settings)
+    trainer.setup()
+    if settings.overwrite and trainer.dist.is_main and trainer.run.path.exists():
+        shutil.rmtree(trainer.run.path)
+    trainer.dist.barrier()
+    handler = _attach_log_file(trainer.run) if trainer.dist.is_main else None
+    try:
+        return trainer.fit()
+    finally:
+        if handler is not None:
+            logging.getLogger("replab").removeHandler(handler)
+            handler.close()
