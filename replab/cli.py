@@ -11,6 +11,7 @@ Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -159,11 +160,18 @@ def cmd_train(args) -> int:
     return _train_one(_experiment(args.id, args), _settings(args))
 
 
-def cmd_grid(args) -> int:
+def run_grid(experiment_ids: list[str], settings: RunSettings, overrides: dict | None = None) -> int:
+    """Train the experiments one after another: completed ones are skipped, unfinished ones resumed.
+
+    ``overrides``: hyperparameters applied to every experiment (``None`` values ignored). Every configuration
+    is validated before the first run starts. Returns the worst exit code (130 stops the grid at once).
+    """
     from replab.train import completed_summary
 
-    settings = _settings(args)
-    experiments = [_experiment(i, args) for i in GRIDS[args.grid]]  # all validated before the first run
+    try:
+        experiments = [with_overrides(get_experiment(i), **(overrides or {})) for i in experiment_ids]
+    except (KeyError, ValueError) as error:
+        raise UsageError(str(error).strip("'\"")) from None
     worst = EXIT_OK
     for experiment in experiments:
         if not settings.overwrite and completed_summary(experiment, settings):
@@ -171,12 +179,16 @@ def cmd_grid(args) -> int:
             continue
         run_settings = settings
         if not settings.overwrite and (Path(settings.out) / experiment.id / "config.json").exists():
-            run_settings = RunSettings(**{**settings.__dict__, "resume": True})
+            run_settings = dataclasses.replace(settings, resume=True)
         code = _train_one(experiment, run_settings)
         if code == EXIT_INTERRUPTED:
             return code
         worst = max(worst, code)
     return worst
+
+
+def cmd_grid(args) -> int:
+    return run_grid(GRIDS[args.grid], _settings(args), {k: getattr(args, k) for k in HYPERPARAMETERS})
 
 
 def cmd_data(args) -> int:
@@ -209,6 +221,7 @@ def cmd_data(args) -> int:
 
 
 COMMANDS = {"configs": cmd_configs, "train": cmd_train, "grid": cmd_grid, "data": cmd_data}
+# Commands defined by other modules register a ``handler`` with ``parser.set_defaults(handler=...)``.
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return handler(args)
     except UsageError as error:
         print(f"replab: error: {error}", file=sys.stderr)
         return EXIT_USAGE
