@@ -99,12 +99,18 @@ class LanguageModelingTask(Task):
         e = self.experiment
         if self.settings.embeddings:
             return LSTM.load_embeddings_from(self.settings.embeddings, e.hidden_size, e.num_layers, False)
-        return LSTM(Wikitext2.vocabulary_size, e.embedding_size, e.hidden_size, e.num_layers, learn_embeddings=True)
+        model = LSTM(Wikitext2.vocabulary_size, e.embedding_size, e.hidden_size, e.num_layers, learn_embeddings=True)
+        # Without the pretrained file the embeddings start as GPT-1's did, N(0, 0.02): the default N(0, 1), tied to
+        # the output layer, gives logits so large that the first perplexity is several times the vocabulary size.
+        with torch.no_grad():
+            model.embedding.weight.normal_(0.0, 0.02)
+            model.embedding.weight[0].zero_()
+        return model
 
     def describe(self) -> dict:
         if self.settings.embeddings:
             return {"embeddings": "pretrained (frozen)", "embeddings_file": str(self.settings.embeddings)}
-        return {"embeddings": "learned (no embeddings file given)", "embeddings_file": None}
+        return {"embeddings": "learned, initialised N(0, 0.02) (no embeddings file given)", "embeddings_file": None}
 
     def objective(self, model: LSTM) -> nn.Module:
         return _LanguageModelObjective(model)

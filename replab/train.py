@@ -373,7 +373,10 @@ def _attach_log_file(run: RunDir) -> logging.Handler:
     run.path.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run.log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger("replab").addHandler(handler)
+    logger = logging.getLogger("replab")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # the log file always gets the epoch lines
+    logger.addHandler(handler)
     return handler
 
 

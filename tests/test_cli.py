@@ -1,0 +1,113 @@
+"""The `replab` command: the registry table, and every bad-input path (one line, exit code 2, nothing created)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from replab.cli import main
+from replab.experiments import EXPERIMENTS, get_experiment, with_overrides
+
+SPEC_TABLE = {  # id: (task, layers, block, optimizer), the table of the specification's runner scripts
+    "lstm-1": ("lstm", 1, None, "adam"),
+    "lstm-2": ("lstm", 1, None, "adamw"),
+    "lstm-3": ("lstm", 1, None, "sgd"),
+    "lstm-4": ("lstm", 1, None, "momentum"),
+    "lstm-5": ("lstm", 2, None, "adamw"),
+    "lstm-6": ("lstm", 4, None, "adamw"),
+    "vit-1": ("vit", 2, "prenorm", "adam"),
+    "vit-2": ("vit", 2, "prenorm", "adamw"),
+    "vit-3": ("vit", 2, "prenorm", "sgd"),
+    "vit-4": ("vit", 2, "prenorm", "momentum"),
+    "vit-5": ("vit", 4, "prenorm", "adamw"),
+    "vit-6": ("vit", 6, "prenorm", "adamw"),
+    "vit-7": ("vit", 6, "postnorm", "adamw"),
+}
+
+
+def test_configs_json_is_exactly_the_specification_table(capsys):
+    assert main(["configs", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    for experiment_id, (task, layers, block, optimizer) in SPEC_TABLE.items():
+        r = rows[experiment_id]
+        assert (r["task"], r["num_layers"], r.get("block"), r["optimizer"]) == (task, layers, block, optimizer)
+        assert r["seed"] == 42 and r["epochs"] == 10
+        assert r["weight_decay"] == (0.0 if optimizer == "adam" else 5e-4)
+        assert r["momentum"] == (0.9 if optimizer == "momentum" else 0.0)
+        if task == "lstm":
+            assert (r["batch_size"], r["lr"], r["hidden_size"]) == (16, 1e-3, 512)
+        else:
+            assert (r["batch_size"], r["lr"], r["embed_dim"], r["hidden_dim"]) == (128, 3e-4, 256, 512)
+            assert (r["num_heads"], r["patch_size"], r["dropout"]) == (8, 4, 0.0)
+    assert {k for k in rows if not k.startswith("cnn-")} == set(SPEC_TABLE)
+
+
+def test_configs_text_lists_every_experiment(capsys):
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    assert all(experiment_id in out for experiment_id in EXPERIMENTS)
+
+
+def test_changing_the_optimizer_reapplies_its_rule():
+    vit2 = get_experiment("vit-2")
+    assert with_overrides(vit2, optimizer="momentum").momentum == 0.9
+    assert with_overrides(vit2, optimizer="adam").weight_decay == 0.0
+    assert with_overrides(vit2, optimizer="sgd", weight_decay=0.1).weight_decay == 0.1
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "vit-99"], "unknown experiment 'vit-99'"),
+        (["train", "vit-2", "--lr", "-1"], "lr must be positive"),
+        (["train", "vit-2", "--optimizer", "adam", "--weight-decay", "0.1"], "adam takes no weight decay"),
+        (["train", "vit-2", "--momentum", "0.5"], "needs --optimizer momentum"),
+        (["train", "vit-2", "--resume", "--overwrite"], "exclude each other"),
+        (["train", "vit-2", "--device", "cuda"], "CUDA is not available"),
+        (["train", "vit-2", "--amp", "fp16", "--device", "cpu"], "fp16 needs a CUDA device"),
+        (["grid", "vit", "--lr", "0"], "lr must be positive"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys, argv, message):
+    if "cuda" in argv and __import__("torch").cuda.is_available():
+        pytest.skip("CUDA is available here")
+    out = tmp_path / "runs"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("replab: error:") and message in err
+    assert not out.exists()
+
+
+def test_missing_data_names_the_path_and_the_fixes(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "vit-2", "--data-dir", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nowhere") in err and "REPLAB_DATA" in err and "--data-dir" in err
+    assert "replab data download" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_argparse_rejects_malformed_values(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "vit-2", "--epochs", "0"])
+    assert exit_info.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+def test_data_check_reports_real_data(data_root, capsys):
+    assert main(["data", "check", "--data-dir", str(data_root)]) == 0
+    out = capsys.readouterr().out
+    assert "wikitext2 train" in out and "45000 train / 5000 valid / 10000 test" in out
+
+
+def test_data_check_reports_missing_data(tmp_path, capsys):
+    assert main(["data", "check", "--data-dir", str(tmp_path)]) == 2
+    assert "MISSING" in capsys.readouterr().out
+
+
+def test_python_dash_m_replab_works():
+    result = subprocess.run([sys.executable, "-m", "replab", "configs"], capture_output=True, text=True,
+                            env={**os.environ}, timeout=120)
+    assert result.returncode == 0 and "vit-7" in result.stdout

@@ -1,0 +1,202 @@
+"""The trainer end to end on the real data with tiny limits: logs, checkpoints, resume, faults, DDP."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from replab.cli import main
+from replab.runlog import RunDir
+
+TINY_VIT = ["--batch-size", "32", "--limit-train-batches", "3", "--limit-eval-batches", "2", "--no-progress"]
+TINY_LSTM = ["--batch-size", "2", "--limit-train-batches", "2", "--limit-eval-batches", "1", "--no-progress"]
+TIMING_KEYS = {"train_seconds", "eval_seconds", "wall_seconds", "throughput", "memory"}
+METRIC_KEYS = {"epoch", "train_loss", "val_loss", "lr", "throughput_unit"} | TIMING_KEYS
+
+
+def cli(out: Path, *argv: str) -> int:
+    return main([*argv, "--out", str(out)])
+
+
+def replab_process(out: Path, *argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "replab", *argv, "--out", str(out)], env={**os.environ},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_epochs(run: RunDir, epochs: int, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while len(run.read_metrics()) < epochs:
+        assert process.poll() is None, process.communicate()[0]
+        assert time.time() < deadline, "the run did not reach the epoch in time"
+        time.sleep(0.02)
+
+
+def scores(records: list[dict]) -> list[dict]:
+    """The metrics that must be reproducible (everything but timings and memory)."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+@pytest.fixture(autouse=True)
+def _data(data_root, monkeypatch):
+    monkeypatch.setenv("REPLAB_DATA", str(data_root))
+
+
+def test_vit_run_writes_every_file_and_field(tmp_path):
+    assert cli(tmp_path, "train", "vit-2", "--epochs", "2", *TINY_VIT) == 0
+    run = RunDir(tmp_path / "vit-2")
+    for path in (run.config, run.metrics, run.summary, run.log, run.last_checkpoint, run.best_checkpoint):
+        assert path.exists(), path
+    config = run.read_config()
+    assert config["experiment"]["id"] == "vit-2" and config["experiment"]["optimizer"] == "adamw"
+    assert config["experiment"]["batch_size"] == 32 and config["settings"]["limit_train_batches"] == 3
+    assert config["parameters"] == {"total": 1_086_730, "learnable": 1_086_730}
+    env = config["environment"]
+    for key in ("python", "torch", "device", "device_name", "cuda", "cudnn", "replab_version", "git_commit"):
+        assert key in env
+    records = run.read_metrics()
+    assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:
+        assert METRIC_KEYS | {"train_accuracy", "val_accuracy"} <= set(r)
+        assert 0 <= r["val_accuracy"] <= 1 and r["throughput_unit"] == "images/s"
+        assert r["memory"]["source"] == "rss" and r["memory"]["peak_mb"] > 0
+        # 2 eval batches of 32: accuracy is an exact fraction of 64 images
+        assert math.isclose(r["val_accuracy"] * 64, round(r["val_accuracy"] * 64), abs_tol=1e-9)
+    assert records[1]["wall_seconds"] > records[0]["wall_seconds"]
+    summary = run.read_summary()
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+    best = max(records, key=lambda r: r["val_accuracy"])
+    assert summary["best_val"] == best["val_accuracy"] and summary["best_epoch"] == best["epoch"]
+    assert summary["final_val_accuracy"] == records[-1]["val_accuracy"]
+    assert {"loss", "accuracy"} <= set(summary["test_final"]) and summary["test_best"]["epoch"] == best["epoch"]
+    assert summary["memory"]["peak_mb"] > 0
+    checkpoint = torch.load(run.last_checkpoint, weights_only=False)
+    assert checkpoint["epoch"] == 2 and {"model", "optimizer", "rng", "scheduler"} <= set(checkpoint)
+    assert "epoch 2" in run.log.read_text()
+
+
+def test_lstm_run_logs_perplexity_and_embeddings(tmp_path):
+    assert cli(tmp_path, "train", "lstm-2", "--epochs", "1", *TINY_LSTM) == 0
+    run = RunDir(tmp_path / "lstm-2")
+    config = run.read_config()
+    assert config["task"]["embeddings"].startswith("learned") and config["task"]["metric"] == "perplexity"
+    assert config["parameters"] == {"total": 34_107_392, "learnable": 34_107_392}
+    (record,) = run.read_metrics()
+    assert METRIC_KEYS | {"train_perplexity", "val_perplexity"} <= set(record)
+    assert math.isclose(record["val_perplexity"], math.exp(record["val_loss"]), rel_tol=1e-9)
+    assert record["throughput_unit"] == "tokens/s"
+    assert record["val_perplexity"] < 40479 * 2  # near-uniform at worst after two steps
+    assert run.read_summary()["test_final"]["perplexity"] > 1
+
+
+def test_same_seed_same_numbers_and_other_seed_differs(tmp_path):
+    for name, seed in (("a", "42"), ("b", "42"), ("c", "7")):
+        assert cli(tmp_path / name, "train", "vit-2", "--epochs", "1", "--seed", seed, *TINY_VIT) == 0
+    a, b, c = (scores(RunDir(tmp_path / n / "vit-2").read_metrics()) for n in "abc")
+    assert a == b and a != c
+
+
+def test_completed_run_is_not_overwritten_without_overwrite(tmp_path, capsys):
+    assert cli(tmp_path, "train", "vit-2", "--epochs", "1", *TINY_VIT) == 0
+    run = RunDir(tmp_path / "vit-2")
+    before = {p.name: p.stat().st_mtime_ns for p in run.path.iterdir()}
+    capsys.readouterr()
+    assert cli(tmp_path, "train", "vit-2", "--epochs", "1", *TINY_VIT) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in run.path.iterdir()} == before
+    assert cli(tmp_path, "train", "vit-2", "--epochs", "1", "--resume", *TINY_VIT) == 0  # nothing left to do
+    assert {p.name: p.stat().st_mtime_ns for p in run.path.iterdir()} == before
+    assert cli(tmp_path, "train", "vit-2", "--epochs", "1", "--overwrite", *TINY_VIT) == 0
+    assert run.summary.stat().st_mtime_ns != before["summary.json"]
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_metrics(tmp_path):
+    args = ["train", "vit-2", "--epochs", "3", "--batch-size", "32", "--limit-train-batches", "25",
+            "--limit-eval-batches", "2", "--no-progress"]
+    assert cli(tmp_path / "straight", *args) == 0
+    expected = scores(RunDir(tmp_path / "straight" / "vit-2").read_metrics())
+
+    killed = RunDir(tmp_path / "killed" / "vit-2")
+    process = replab_process(tmp_path / "killed", *args)
+    wait_for_epochs(killed, 1, process)
+    process.kill()  # during epoch 2
+    process.wait()
+    assert len(killed.read_metrics()) == 1 and killed.read_summary() is None
+    assert cli(tmp_path / "killed", *args) == 2  # an unfinished run needs --resume
+    assert cli(tmp_path / "killed", *args, "--resume") == 0
+    assert scores(killed.read_metrics()) == expected
+    assert killed.read_summary()["status"] == "completed"
+
+
+def test_ctrl_c_ends_cleanly_with_exit_130_then_resumes(tmp_path):
+    args = ["train", "vit-2", "--epochs", "2", "--batch-size", "32", "--limit-train-batches", "40",
+            "--limit-eval-batches", "2", "--no-progress"]
+    run = RunDir(tmp_path / "vit-2")
+    process = replab_process(tmp_path, *args)
+    wait_for_epochs(run, 1, process)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    summary = run.read_summary()
+    assert summary["status"] == "interrupted" and "--resume" in summary["reason"]
+    assert summary["epochs_completed"] == 1
+    assert cli(tmp_path, *args, "--resume") == 0
+    assert run.read_summary()["status"] == "completed" and len(run.read_metrics()) == 2
+
+
+def test_non_finite_loss_stops_the_run_as_diverged(tmp_path, capsys):
+    code = cli(tmp_path, "train", "vit-3", "--epochs", "3", "--lr", "1e12", "--batch-size", "32",
+               "--limit-train-batches", "20", "--limit-eval-batches", "1", "--no-progress")
+    assert code == 1
+    summary = RunDir(tmp_path / "vit-3").read_summary()
+    assert summary["status"] == "diverged" and "loss became" in summary["reason"]
+    assert "diverged" in capsys.readouterr().out
+    assert (tmp_path / "vit-3" / "train.log").exists()
+
+
+def test_grid_skips_completed_runs(tmp_path, capsys):
+    args = ["grid", "vit", "--epochs", "1", "--batch-size", "8", "--limit-train-batches", "1",
+            "--limit-eval-batches", "1", "--no-progress"]
+    assert cli(tmp_path, *args) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"vit-{i}" for i in range(1, 8)]
+    configs = {i: RunDir(tmp_path / f"vit-{i}").read_config()["experiment"] for i in (3, 4, 7)}
+    assert configs[3]["optimizer"] == "sgd" and configs[4]["momentum"] == 0.9 and configs[7]["block"] == "postnorm"
+    capsys.readouterr()
+    assert cli(tmp_path, *args) == 0
+    assert capsys.readouterr().out.count("completed already, skipped") == 7
+
+
+def _torchrun(out: Path, nproc: int, *argv: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "replab", *argv, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    args = ["train", "vit-2", "--epochs", "2", "--batch-size", "16", "--limit-train-batches", "3",
+            "--limit-eval-batches", "2", "--no-progress", "--device", "cpu"]
+    single = _torchrun(tmp_path / "one", 1, *args)
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = _torchrun(tmp_path / "two", 2, *args)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one = RunDir(tmp_path / "one" / "vit-2")
+    two = RunDir(tmp_path / "two" / "vit-2")
+    assert two.read_config()["world_size"] == 2
+    for a, b in zip(scores(one.read_metrics()), scores(two.read_metrics()), strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], float):
+                assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-5), (key, a[key], b[key])
+            else:
+                assert a[key] == b[key]
+    # only rank 0 writes: one metrics line per epoch
+    assert len(two.metrics.read_text().splitlines()) == 2
+    assert json.loads(two.summary.read_text())["status"] == "completed"
