@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="check or download the datasets")
     data.add_argument("action", choices=("check", "download"))
     data.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
+
+    from replab.report.commands import add_report_commands
+
+    add_report_commands(commands)
     return parser
 
 

@@ -1,0 +1,168 @@
+"""The ``replab report`` and ``replab reproduce`` commands.
+
+``replab report [RUNS_DIR ...] [--out REPORT_DIR]``
+    Reads every run folder under the RUNS_DIRs (default ``runs``), complete or not, and writes REPORT_DIR
+    (default ``report``): ``figures/`` (PNG at 300 dpi and PDF: learning curves of every run, one overlay of
+    every configuration per grid, memory per configuration), ``tables/`` (Markdown and LaTeX/booktabs: results
+    of the LSTM and ViT grids, runs and provenance, overfitting, memory, comparison with the CNNs),
+    ``report.md`` and ``report.html`` (self-contained: images embedded, opens offline) with numbered captions
+    and a Findings section computed from the runs. Unfinished, diverged and missing runs are shown as such;
+    runs with batch limits or changed hyperparameters are flagged as not being the specification's setting.
+
+``replab reproduce [--quick] [--with-cnn] [--out DIR] [--data-dir D] [--device DEV] [--amp MODE]``
+    Trains the LSTM grid and the ViT grid (and the four CNN baselines with ``--with-cnn``) into ``DIR/runs``,
+    one run after another, skipping completed runs and resuming unfinished ones, then writes the report into
+    ``DIR/report``. Run it again after an interruption: it continues where it stopped. Without ``--quick``:
+    the specification's full settings (default DIR ``reproduce``). Exit code: 0 if every run completed,
+    otherwise that of ``replab grid`` (1 a run diverged or failed, 130 interrupted); the report is written in
+    every case.
+
+    ``--quick`` (default DIR ``reproduce-quick``) shows the whole system end to end on a laptop CPU in about ten
+    minutes, with the profile ``QUICK`` below: every configuration for 2 epochs; the LSTM on 2 training
+    batches and 1 evaluation batch per epoch (an LSTM step takes a few seconds on a CPU: the 40k-word output
+    layer dominates), the ViT on 20 training and 5 evaluation batches, the CNNs (``--with-cnn``) on 10 and 5.
+    Its numbers demonstrate the pipeline, not the specification's results, and the report says so. Quick and
+    full runs never mix: DIR records its profile in ``reproduce.json`` and a different profile is refused.
+    The environment variable ``REPLAB_QUICK_PROFILE`` (JSON; for tests) overrides the quick profile's fields
+    for every grid and may restrict the experiments, e.g.
+    ``{"epochs": 1, "limit_train_batches": 1, "limit_eval_batches": 1, "experiments": ["vit-1", "vit-7"]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from replab.experiments import AMP_MODES, EXPERIMENTS, GRIDS, RunSettings
+
+QUICK_PROFILE_ENV = "REPLAB_QUICK_PROFILE"
+PROFILE_FILE = "reproduce.json"
+
+
+@dataclass(frozen=True)
+class GridProfile:
+    """How ``reproduce`` trains one grid; ``None`` keeps the specification's value."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    limit_train_batches: int | None = None
+    limit_eval_batches: int | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    grids: dict[str, GridProfile]
+    experiments: tuple[str, ...] = ()  # restrict to these ids (empty: every experiment of the grids)
+
+
+FULL = Profile("full", {grid: GridProfile() for grid in ("lstm", "vit", "cnn")})
+QUICK = Profile("quick", {
+    "lstm": GridProfile(epochs=2, limit_train_batches=2, limit_eval_batches=1),
+    "vit": GridProfile(epochs=2, limit_train_batches=20, limit_eval_batches=5),
+    "cnn": GridProfile(epochs=2, limit_train_batches=10, limit_eval_batches=5),
+})
+
+
+class ProfileError(ValueError):
+    pass
+
+
+def quick_profile() -> Profile:
+    """``QUICK``, with the overrides of ``$REPLAB_QUICK_PROFILE`` (JSON) applied to every grid."""
+    text = os.environ.get(QUICK_PROFILE_ENV)
+    if not text:
+        return QUICK
+    try:
+        overrides = json.loads(text)
+        experiments = tuple(overrides.pop("experiments", ()))
+        grids = {name: dataclasses.replace(grid, **overrides) for name, grid in QUICK.grids.items()}
+    except (json.JSONDecodeError, TypeError, AttributeError) as error:
+        raise ProfileError(f"${QUICK_PROFILE_ENV} is not a valid profile override: {error}") from None
+    unknown = [i for i in experiments if i not in EXPERIMENTS]
+    if unknown:
+        raise ProfileError(f"${QUICK_PROFILE_ENV}: unknown experiment(s) {', '.join(unknown)}")
+    return Profile("quick", grids, experiments)
+
+
+def check_profile(folder: Path, profile: Profile) -> None:
+    """Record the profile of a reproduction folder, and refuse one made with another profile."""
+    record = {"profile": dataclasses.asdict(profile)}
+    record["profile"]["experiments"] = list(profile.experiments)
+    path = folder / PROFILE_FILE
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != record:
+            raise ProfileError(
+                f"{folder} holds runs of the {previous['profile']['name']!r} profile "
+                f"({json.dumps(previous['profile'])}); this is {json.dumps(record['profile'])}. Quick and full runs "
+                "never mix: pass another --out."
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ commands
+def cmd_report(args) -> int:
+    from replab.cli import EXIT_OK, UsageError
+    from replab.report.document import write_report
+
+    absent = [folder for folder in args.runs if not Path(folder).is_dir()]
+    if absent:
+        raise UsageError(f"no such runs folder: {', '.join(absent)}")
+    report = write_report(args.runs, args.out)
+    print(f"report: {report.out / 'report.html'} and report.md ({len(report.study.runs)} runs, "
+          f"{len(report.figures)} figures, {len(report.tables)} tables, {len(report.findings)} findings)")
+    return EXIT_OK
+
+
+def cmd_reproduce(args) -> int:
+    from replab.cli import EXIT_INTERRUPTED, EXIT_OK, UsageError, run_grid
+    from replab.report.document import write_report
+
+    try:
+        profile = quick_profile() if args.quick else FULL
+        out = Path(args.out or ("reproduce-quick" if args.quick else "reproduce"))
+        check_profile(out, profile)
+    except ProfileError as error:
+        raise UsageError(str(error)) from None
+    runs = out / "runs"
+    worst = EXIT_OK
+    for grid in ("lstm", "vit") + (("cnn",) if args.with_cnn else ()):
+        ids = [i for i in GRIDS[grid] if not profile.experiments or i in profile.experiments]
+        if not ids:
+            continue
+        settings = profile.grids[grid]
+        run_settings = RunSettings(device=args.device, amp=args.amp, data_dir=args.data_dir, out=str(runs),
+                                   limit_train_batches=settings.limit_train_batches,
+                                   limit_eval_batches=settings.limit_eval_batches)
+        print(f"reproduce ({profile.name}): {grid} grid: {', '.join(ids)}")
+        worst = max(worst, run_grid(ids, run_settings, {"epochs": settings.epochs, "batch_size": settings.batch_size}))
+        if worst == EXIT_INTERRUPTED:
+            break
+    report = write_report([runs], out / "report")
+    print(f"report: {report.out / 'report.html'} ({len(report.study.runs)} runs)")
+    return worst
+
+
+def add_report_commands(commands: argparse._SubParsersAction) -> None:
+    """Register ``report`` and ``reproduce`` on the ``replab`` command's subparsers."""
+    report = commands.add_parser("report", help="figures, tables and findings from run folders")
+    report.add_argument("runs", nargs="*", default=["runs"], metavar="RUNS_DIR", help="run folders (default: runs)")
+    report.add_argument("--out", default="report", help="report folder (default: report)")
+    report.set_defaults(handler=cmd_report)
+
+    reproduce = commands.add_parser("reproduce", help="train the grids, resuming what finished, then the report")
+    reproduce.add_argument("--quick", action="store_true",
+                           help="the quick profile: 2 epochs on a few batches, the whole system in minutes")
+    reproduce.add_argument("--with-cnn", action="store_true", help="also train the four CNN baselines")
+    reproduce.add_argument("--out", help="folder for runs/ and report/ (default: reproduce, or reproduce-quick)")
+    reproduce.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
+    reproduce.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    reproduce.add_argument("--amp", choices=AMP_MODES, default="none", help="autocast precision")
+    reproduce.set_defaults(handler=cmd_reproduce)

@@ -1,0 +1,391 @@
+"""Findings computed from the runs: every statement carries its numbers, and none is written without data.
+
+Topics: the runs' settings; which configuration to choose for wall-clock time and for generalization (Problem 1
+Q4, Problem 3 Q3); changing only the optimizer (configurations 1-4, Q4); PreNorm vs PostNorm (6 vs 7, Q5); the
+CNN comparison (Q6); memory (Q7); overfitting (Q8). Accuracy differences are compared with the binomial sampling
+noise of the validation images (one seed per configuration: that noise is a lower bound on the real spread).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from replab.report.runs import (
+    BLOCK_NAMES,
+    GRID_TITLES,
+    OPTIMIZER_NAMES,
+    OPTIMIZER_STATE_COPIES,
+    RunView,
+    Study,
+    completed,
+    fmt_count,
+    fmt_diff,
+    fmt_metric,
+    fmt_seconds,
+    is_number,
+)
+from replab.report.tables import CNN_REFERENCE, best_vit
+
+GRIDS = ("lstm", "vit")
+
+
+@dataclass
+class Finding:
+    topic: str
+    text: str
+
+
+def findings(study: Study) -> list[Finding]:
+    """Every finding the runs support, in the report's order."""
+    found = settings_findings(study)
+    for grid in GRIDS:
+        found += choice_findings(study, grid) + optimizer_findings(study, grid)
+    found += norm_findings(study) + cnn_findings(study) + memory_findings(study) + overfitting_findings(study)
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _best_first(runs: list[RunView]) -> list[RunView]:
+    return sorted(runs, key=lambda r: r.best_val, reverse=bool(runs) and runs[0].higher_is_better)
+
+
+def _score(run: RunView) -> str:
+    return f"{fmt_metric(run.best_val, run.metric)} (epoch {run.best_epoch})"
+
+
+def _loss(run: RunView) -> str:
+    loss = run.final("train_loss")
+    return f"{loss:.3f}" if loss is not None else "—"
+
+
+def noise(a: RunView, b: RunView) -> float | None:
+    """Two standard errors of the difference of two validation accuracies (binomial sampling of the images)."""
+    if a.metric != "accuracy" or not (a.validation_size and b.validation_size):
+        return None
+    variance = sum(r.best_val * (1 - r.best_val) / r.validation_size for r in (a, b))
+    return 2 * math.sqrt(variance)
+
+
+def compare(a: RunView, b: RunView) -> str:
+    """``a`` against ``b`` on the best validation score: the difference, who is better, and the noise."""
+    difference = a.best_val - b.best_val
+    text = fmt_diff(difference, a.metric)
+    if a.metric != "accuracy":
+        text += f" ({difference / b.best_val:+.1%})"
+    margin = noise(a, b)
+    if margin is not None and abs(difference) <= margin:
+        return text + (f", within the sampling noise of ±{margin * 100:.2f} pp (2 standard errors on "
+                       f"{a.validation_size:,} validation images): the data do not separate {a.id} and {b.id}")
+    winner = a if (difference > 0) == a.higher_is_better else b
+    if difference == 0:
+        return text + ": equal"
+    detail = f", beyond the sampling noise of ±{margin * 100:.2f} pp" if margin is not None else ""
+    return text + f": {winner.id} better{detail}"
+
+
+def _in_configs(runs: list[RunView], first: int, last: int) -> list[RunView]:
+    return [r for r in runs if first <= r.number <= last]
+
+
+def _unfinished(runs: list[RunView]) -> list[str]:
+    return [f"{r.id} {r.status_text}" for r in runs if not r.completed]
+
+
+# ------------------------------------------------------------------------------------------------ settings
+def _setting(run: RunView) -> tuple:
+    s = run.settings
+    return (run.device, s.get("amp"), s.get("limit_train_batches"), s.get("limit_eval_batches"),
+            run.record.config.get("world_size", 1))
+
+
+def settings_findings(study: Study) -> list[Finding]:
+    """Runs not at the specification's setting, unfinished and missing runs, grids measured under mixed settings."""
+    topic, found = "Runs and settings", []
+    if not study.runs:
+        return [Finding(topic, f"No run folder was found under {', '.join(map(str, study.roots))}.")]
+    partial = [r for r in study.runs if not r.full_spec]
+    if partial:
+        reasons = sorted({reason for r in partial for reason in r.limits + r.deviations})
+        found.append(Finding(topic, (
+            f"{len(partial)} of {len(study.runs)} runs are NOT at the specification's full setting "
+            f"({'; '.join(reasons)}): their numbers demonstrate the pipeline and do not answer the specification's "
+            "questions.")))
+    unfinished = _unfinished(study.runs)
+    if unfinished:
+        found.append(Finding(topic, f"Unfinished runs (kept in every table and figure): {', '.join(unfinished)}."))
+    missing = [i for grid in ("lstm", "vit", "cnn") for i in study.missing(grid)]
+    if missing:
+        found.append(Finding(topic, f"Missing from their grid (never run): {', '.join(missing)}."))
+    for grid in ("lstm", "vit", "cnn"):
+        settings = {_setting(r) for r in study.grid(grid)}
+        if len(settings) > 1:
+            found.append(Finding(topic, (
+                f"The {GRID_TITLES[grid]} runs were not all measured under the same settings (device, amp, batch "
+                f"limits, processes): {len(settings)} different ones, so their times and memory are not "
+                "comparable.")))
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ choices
+def choice_findings(study: Study, grid: str) -> list[Finding]:
+    """Problem 1 Q4 / Problem 3 Q3: among configurations 1-6, the fastest and the best generalizing."""
+    runs = _in_configs(study.grid(grid), 1, 6)
+    candidates = completed(runs)
+    if not candidates:
+        return []
+    topic = f"{GRID_TITLES[grid]}: which configuration ({'Problem 1 Q4' if grid == 'lstm' else 'Problem 3 Q3'})"
+    scope = f"{len(candidates)} completed configurations among 1-6"
+    absent = sorted({f"{grid}-{n}" for n in range(1, 7)} - {r.id for r in candidates})
+    if absent:
+        scope += f" (not completed: {', '.join(absent)})"
+    by_time = sorted((r for r in candidates if is_number(r.mean_epoch_seconds)), key=lambda r: r.mean_epoch_seconds)
+    found = []
+    if by_time:
+        fastest, slowest = by_time[0], by_time[-1]
+        text = (f"For wall-clock time: {fastest.description}, {fastest.hyperparameters}. It trains an epoch in "
+                f"{fastest.mean_epoch_seconds:.1f} s on average, the fastest of the {scope}")
+        if slowest is not fastest:
+            text += (f"; the slowest, {slowest.id}, takes {slowest.mean_epoch_seconds:.1f} s "
+                     f"({slowest.mean_epoch_seconds / fastest.mean_epoch_seconds:.1f}× longer)")
+        text += (f". Its best validation {fastest.metric} is {_score(fastest)}, after "
+                 f"{fmt_seconds(fastest.total_seconds)} of training in all.")
+        found.append(Finding(topic, text))
+    ranked = _best_first(candidates)
+    best = ranked[0]
+    test = best.test()
+    text = (f"For generalization: {best.description}, {best.hyperparameters}. Its best validation {best.metric} is "
+            f"{_score(best)}, the best of the {scope}"
+            + (f"; the test {best.metric} of that checkpoint is {fmt_metric(test, best.metric)}" if test else ""))
+    if len(ranked) > 1:
+        runner_up = ranked[1]
+        text += f". Runner-up: {runner_up.id} with {_score(runner_up)}; difference {compare(best, runner_up)}"
+    found.append(Finding(topic, text + "."))
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ optimizers
+# (optimizer, the optimizers to compare it with, in order of preference, what the contrast isolates)
+OPTIMIZER_CONTRASTS = (
+    ("adamw", ("adam",), "weight decay (AdamW, decoupled weight decay, against Adam without)"),
+    ("momentum", ("sgd",), "momentum (SGD with momentum 0.9 against plain SGD)"),
+    ("adam", ("momentum", "sgd"), "Adam's adaptive per-parameter steps (Adam against SGD{})"),
+)
+
+
+def optimizer_findings(study: Study, grid: str) -> list[Finding]:
+    """Problem 3 Q4 (and the LSTM's configurations 1-4): only the optimizer changes."""
+    runs = _in_configs(study.grid(grid), 1, 4)
+    by_optimizer = {r.optimizer: r for r in completed(runs)}
+    if len(by_optimizer) < 2:
+        return []
+    topic = f"{GRID_TITLES[grid]}: configurations 1-4, only the optimizer changes"
+    metric = next(iter(by_optimizer.values())).metric
+    listing = "; ".join(
+        f"{OPTIMIZER_NAMES[o]} ({r.id}) {_score(r)}, final training loss {_loss(r)}, "
+        f"{r.mean_epoch_seconds:.1f} s/epoch" for o, r in by_optimizer.items())
+    text = f"Best validation {metric}: {listing}."
+    unfinished = _unfinished(runs) + [f"{i} missing" for i in study.missing(grid) if i in {f"{grid}-{n}" for n in
+                                                                                           range(1, 5)}]
+    if unfinished:
+        text += f" Not completed: {', '.join(unfinished)}."
+    found = [Finding(topic, text)]
+    for a, others, what in OPTIMIZER_CONTRASTS:
+        b = next((o for o in others if o in by_optimizer), None)
+        if a in by_optimizer and b is not None:
+            ra, rb = by_optimizer[a], by_optimizer[b]
+            what = what.format(" with momentum" if b == "momentum" else "")
+            found.append(Finding(topic, (
+                f"Effect of {what}: best validation {metric} {fmt_metric(ra.best_val, metric)} vs "
+                f"{fmt_metric(rb.best_val, metric)}, difference {compare(ra, rb)}; final training loss "
+                f"{_loss(ra)} vs {_loss(rb)}.")))
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ PreNorm/PostNorm
+def norm_findings(study: Study) -> list[Finding]:
+    """Problem 3 Q5: configurations 6 (PreNorm) and 7 (PostNorm), written only when both completed."""
+    pre, post = study.get("vit-6"), study.get("vit-7")
+    if pre is None or post is None or not (pre.completed and post.completed):
+        return []
+    first = lambda r: fmt_metric(r.series("val_accuracy")[0], "accuracy")
+    text = (f"PreNorm ({pre.id}) against PostNorm ({post.id}), otherwise identical ({pre.layers} vs {post.layers} "
+            f"layers, {pre.optimizer_name} vs {post.optimizer_name}): best validation accuracy {_score(pre)} vs "
+            f"{_score(post)}, difference {compare(pre, post)}. After the first epoch: {first(pre)} vs {first(post)}; "
+            f"final training loss {_loss(pre)} vs {_loss(post)}; "
+            f"{pre.mean_epoch_seconds:.1f} vs {post.mean_epoch_seconds:.1f} s/epoch.")
+    return [Finding("PreNorm vs PostNorm (Problem 3 Q5)", text)]
+
+
+# ------------------------------------------------------------------------------------------------ CNNs
+def cnn_findings(study: Study) -> list[Finding]:
+    """Problem 3 Q6: our best ViT against the specification's CNNs, and our CNN runs against their references."""
+    topic, found = "ViT against CNNs (Problem 3 Q6)", []
+    vit = best_vit(study)
+    if vit is not None:
+        name, ref_val, ref_test, ref_params = max(CNN_REFERENCE.values(), key=lambda c: c[1])
+        difference = ref_val - vit.best_val * 100
+        text = (f"Our best ViT, {vit.description}, reaches {fmt_metric(vit.best_val, 'accuracy')} validation and "
+                f"{fmt_metric(vit.test(), 'accuracy')} test accuracy with {fmt_count(vit.parameters)} parameters. The "
+                f"specification's best CNN, {name}, reaches {ref_val:.2f}% / {ref_test:.2f}% with {ref_params:,} "
+                f"parameters: {abs(difference):.2f} pp {'more' if difference > 0 else 'less'} validation accuracy "
+                f"with {vit.parameters / ref_params:.1f}× {'fewer' if vit.parameters > ref_params else 'more'} "
+                "parameters (reference numbers from the specification, not measured here)")
+        if not vit.full_spec:
+            text += f"; {vit.id} is NOT at the full specification setting, so this comparison is not meaningful"
+        found.append(Finding(topic, text + "."))
+    for run in completed(study.grid("cnn")):
+        reference = CNN_REFERENCE.get(run.experiment.get("architecture"))
+        if reference is None:
+            continue
+        name, ref_val, ref_test, ref_params = reference
+        found.append(Finding(topic, (
+            f"Our {name} run ({run.id}): {fmt_metric(run.best_val, 'accuracy')} validation, "
+            f"{fmt_metric(run.test(), 'accuracy')} test accuracy, {fmt_count(run.parameters)} parameters, against "
+            f"the specification's {ref_val:.2f}% / {ref_test:.2f}% / {ref_params:,}"
+            + ("" if run.full_spec else f" ({run.id} is NOT at the full specification setting)") + ".")))
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ memory
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y on x."""
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+
+
+def _steady(run: RunView) -> float | None:
+    value = run.memory.get("steady_mean_mb")
+    return value if is_number(value) else None
+
+
+def memory_findings(study: Study) -> list[Finding]:
+    """Problem 3 Q7: the ranking per grid, and how much parameters, optimizer state and depth explain."""
+    found = []
+    for grid in ("lstm", "vit", "cnn"):
+        runs = sorted((r for r in study.grid(grid) if _steady(r) is not None), key=_steady, reverse=True)
+        if not runs:
+            continue
+        topic = f"{GRID_TITLES[grid]}: memory (Problem 3 Q7)"
+        sources = ", ".join(sorted({f"{r.memory.get('source')} on {r.device}" for r in runs}))
+        ranking = " > ".join(f"{r.id} {_steady(r):,.0f}" for r in runs)
+        text = f"Steady-state memory, largest first (MiB, {sources}): {ranking}."
+        if any(r.memory.get("source") == "rss" for r in runs):
+            text += (" Resident memory of a CPU process includes the Python runtime, PyTorch and the dataset in "
+                     "every number: the differences between configurations say more than the absolute values.")
+        found.append(Finding(topic, text))
+        found += _optimizer_memory(topic, runs) + _depth_memory(topic, runs)
+    return found
+
+
+def _optimizer_memory(topic: str, runs: list[RunView]) -> list[Finding]:
+    """Configurations 1-4 share the model: the optimizer state is the only expected difference."""
+    same_model = [r for r in runs if 1 <= r.number <= 4 and r.optimizer in OPTIMIZER_STATE_COPIES and r.learnable]
+    if len({r.optimizer for r in same_model}) < 2:
+        return []
+    copy_mib = same_model[0].learnable * 4 / 2**20
+    listing = "; ".join(f"{r.optimizer_name} ({OPTIMIZER_STATE_COPIES[r.optimizer]} extra) {_steady(r):,.0f}"
+                        for r in sorted(same_model, key=lambda r: r.number))
+    measured = max(map(_steady, same_model)) - min(map(_steady, same_model))
+    expected = copy_mib * (max(OPTIMIZER_STATE_COPIES[r.optimizer] for r in same_model)
+                           - min(OPTIMIZER_STATE_COPIES[r.optimizer] for r in same_model))
+    return [Finding(topic, (
+        f"Optimizer state (configurations 1-4, same model with {fmt_count(same_model[0].learnable)} learnable "
+        f"parameters, one float32 copy = {copy_mib:,.1f} MiB): Adam/AdamW keep 2 extra copies (first and second "
+        f"moments), SGD with momentum 1 (velocity), SGD none. Measured steady means (MiB): {listing}. Spread "
+        f"{measured:,.0f} MiB against {expected:,.1f} MiB expected from the optimizer state alone."))]
+
+
+def _depth_memory(topic: str, runs: list[RunView]) -> list[Finding]:
+    """Runs that differ only in depth (same optimizer and block): memory per added layer, and its parts."""
+    found = []
+    groups: dict[tuple, list[RunView]] = {}
+    for run in runs:
+        groups.setdefault((run.optimizer, run.experiment.get("block")), []).append(run)
+    for group in groups.values():
+        depths = {r.layers for r in group if r.layers and r.learnable}
+        if len(depths) < 2:
+            continue
+        group = sorted((r for r in group if r.layers and r.learnable), key=lambda r: r.layers)
+        per_layer = _slope([(r.layers, _steady(r)) for r in group])
+        params_per_layer = _slope([(r.layers, r.learnable) for r in group])
+        static = params_per_layer * 4 * (2 + OPTIMIZER_STATE_COPIES.get(group[0].optimizer, 0)) / 2**20
+        text = (f"Depth ({', '.join(r.id for r in group)}: {group[0].optimizer_name}, "
+                f"{'/'.join(str(r.layers) for r in group)} layers): each added layer adds {per_layer:,.1f} MiB of "
+                f"steady memory (least-squares slope); its {params_per_layer:,.0f} parameters with their gradients and "
+                f"optimizer state account for {static:,.1f} MiB")
+        rest = per_layer - static
+        text += (f", the remaining {rest:,.1f} MiB per layer are the activations it keeps for the backward pass"
+                 if rest > 0 else ", i.e. the measured increase is no larger than the parameters explain")
+        found.append(Finding(topic, text + "."))
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ overfitting
+def _gap_value(run: RunView) -> str:
+    return fmt_diff(run.gap, run.metric)
+
+
+def _gap_text(run: RunView) -> str:
+    return (f"{run.id} (train {fmt_metric(run.final(f'train_{run.metric}'), run.metric)}, validation "
+            f"{fmt_metric(run.final(f'val_{run.metric}'), run.metric)}, gap {_gap_value(run)})")
+
+
+def overfitting_findings(study: Study) -> list[Finding]:
+    """Problem 3 Q8: the train-validation gap, validation peaks before the end, and what early stopping gave."""
+    found = []
+    for grid in ("lstm", "vit", "cnn"):
+        runs = [r for r in study.grid(grid) if r.epochs_completed]
+        finished = [r for r in completed(runs) if r.gap is not None]  # gaps compared at the same (last) epoch
+        topic = f"{GRID_TITLES[grid]}: overfitting (Problem 3 Q8)"
+        if finished:
+            by_gap = sorted(finished, key=lambda r: r.gap, reverse=True)
+            text = f"Train-validation gap at the last epoch of the completed runs: largest {_gap_text(by_gap[0])}"
+            if len(by_gap) > 1:
+                text += f", smallest {_gap_text(by_gap[-1])}"
+            found.append(Finding(topic, text + "."))
+        found += (_peaks(topic, runs) if runs else []) + _classes(topic, finished)
+    return found
+
+
+def _peaks(topic: str, runs: list[RunView]) -> list[Finding]:
+    peaked = [r for r in runs if r.epochs_since_peak and r.status != "diverged"]  # divergence is no overfitting
+    if not peaked:
+        return [Finding(topic, (
+            f"No run's validation score peaked before its last epoch ({len(runs)} runs): within the epochs trained, "
+            "none is past its best on the validation data."))]
+    parts = []
+    for run in sorted(peaked, key=lambda r: -r.epochs_since_peak):
+        since = run.epochs_since_peak
+        part = (f"{run.id} peaked at epoch {run.best_epoch} of {run.epochs[-1]} ({since} epoch"
+                f"{'s' if since > 1 else ''} before the end; validation {fmt_metric(run.best_val, run.metric)} then "
+                f"{fmt_metric(run.final(f'val_{run.metric}'), run.metric)} at the end")
+        best_test, final_test = run.test("test_best"), run.test("test_final")
+        if best_test is not None and final_test is not None:
+            part += (f"; test {run.metric} of the best checkpoint {fmt_metric(best_test, run.metric)} vs last "
+                     f"epoch {fmt_metric(final_test, run.metric)}")
+        parts.append(part + ")")
+    return [Finding(topic, "Validation past its peak (keeping the best-validation checkpoint, i.e. early stopping, "
+                           "matters here): " + "; ".join(parts) + ".")]
+
+
+def _classes(topic: str, runs: list[RunView]) -> list[Finding]:
+    """Controlled comparisons of the final gap: the optimizer (configurations 1-4, one model) and the depth (runs
+    sharing optimizer and block)."""
+    groups = {"optimizer (configurations 1-4, same model)": [r for r in runs if 1 <= r.number <= 4]}
+    by_setup: dict[tuple, list[RunView]] = {}
+    for run in runs:
+        by_setup.setdefault((run.optimizer, run.experiment.get("block")), []).append(run)
+    for (optimizer, block), group in by_setup.items():
+        setup = ", ".join([OPTIMIZER_NAMES.get(optimizer, optimizer)] + ([BLOCK_NAMES[block]] if block else []))
+        groups[f"depth ({setup} runs)"] = group
+    found = []
+    for name, group in groups.items():
+        vary = {r.optimizer for r in group} if name.startswith("optimizer") else {r.layers for r in group}
+        if len(vary) < 2 or group[0].task == "cnn":
+            continue
+        ranked = sorted(group, key=lambda r: r.gap, reverse=True)
+        listing = ", ".join(f"{r.id} ({r.configuration}) {_gap_value(r)}" for r in ranked)
+        found.append(Finding(topic, f"Final train-validation gap by {name}, largest first: {listing}."))
+    return found

@@ -1,0 +1,412 @@
+"""The runs as the report sees them: the numbers every table, figure and finding needs, computed in one place.
+
+``load_study(folders)`` reads every run folder (complete or not) into a ``RunView`` and groups them by grid;
+``Study.missing`` lists the registry ids of a grid that no folder holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from replab.experiments import BLOCKS, EXPERIMENTS, GRIDS, OPTIMIZERS
+from replab.runlog import RunRecord, find_runs
+
+OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "momentum": "SGD+momentum"}
+BLOCK_NAMES = {"prenorm": "PreNorm", "postnorm": "PostNorm"}
+CNN_NAMES = {"googlenet": "GoogleNet", "resnet": "ResNet", "resnetpreact": "ResNetPreAct", "densenet": "DenseNet"}
+GRID_TITLES = {"lstm": "LSTM on Wikitext-2", "vit": "ViT on CIFAR-10", "cnn": "CNNs on CIFAR-10"}
+# Extra float32 copies of the learnable parameters an optimizer keeps (Adam/AdamW: two moments; momentum: one buffer).
+OPTIMIZER_STATE_COPIES = {"adam": 2, "adamw": 2, "momentum": 1, "sgd": 0}
+CIFAR_VALID_IMAGES = 5000  # the seeded 45k/5k split of replab.data.cifar10
+STATUS_TEXT = {"running": "incomplete", "missing": "not started"}
+
+
+def _number(value) -> float:
+    """A stored value as a float: ``None`` (NaN/inf stored as null) becomes NaN."""
+    return float("nan") if value is None else float(value)
+
+
+def is_number(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+def scale(value: float | None, metric: str) -> float | None:
+    """Accuracy is stored as a fraction and shown in percent; perplexity as it is."""
+    if not is_number(value):
+        return None
+    return value * 100 if metric == "accuracy" else value
+
+
+def fmt_metric(value: float | None, metric: str, sign: bool = False) -> str:
+    shown = scale(value, metric)
+    if shown is None:
+        return "—"
+    text = f"{shown:+.2f}" if sign else f"{shown:.2f}"
+    return text + ("%" if metric == "accuracy" and not sign else "")
+
+
+def fmt_diff(difference: float, metric: str) -> str:
+    """A difference of two scores: percentage points for accuracy, perplexity points otherwise."""
+    return f"{scale(difference, metric):+.2f} " + ("pp" if metric == "accuracy" else "perplexity")
+
+
+def metric_title(metric: str) -> str:
+    return "accuracy (%)" if metric == "accuracy" else metric
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if not is_number(seconds):
+        return "—"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def fmt_count(count: int | None) -> str:
+    return "—" if count is None else f"{count:,}"
+
+
+def fmt_mib(value: float | None) -> str:
+    return f"{value:,.0f}" if is_number(value) else "—"
+
+
+# ------------------------------------------------------------------------------------------------ one run
+@dataclass
+class RunView:
+    """One run folder, read-only, with the derived numbers of the report."""
+
+    record: RunRecord
+    key: str = ""  # unique name in the report (file names): the id, suffixed where two folders hold one id
+    missing: bool = False  # a placeholder for a grid member that no folder holds
+
+    @classmethod
+    def placeholder(cls, experiment_id: str) -> RunView:
+        """A grid member that was never run: its registry configuration and no records."""
+        config = {"experiment": EXPERIMENTS[experiment_id].resolved().to_dict()}
+        return cls(RunRecord(Path(experiment_id), config), experiment_id, missing=True)
+
+    # -- what was trained ------------------------------------------------------------------------------
+    @property
+    def experiment(self) -> dict:
+        return self.record.config.get("experiment", {})
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def task(self) -> str:
+        return self.experiment.get("task") or self.id.split("-", 1)[0]
+
+    @property
+    def number(self) -> int:
+        """The specification's experiment number (``vit-3`` -> 3); 0 for the CNNs."""
+        suffix = self.id.rsplit("-", 1)[-1]
+        return int(suffix) if suffix.isdigit() else 0
+
+    @property
+    def optimizer(self) -> str:
+        return self.experiment.get("optimizer", "")
+
+    @property
+    def optimizer_name(self) -> str:
+        return OPTIMIZER_NAMES.get(self.optimizer, self.optimizer)
+
+    @property
+    def layers(self) -> int | None:
+        return self.experiment.get("num_layers") if self.task != "cnn" else None
+
+    @property
+    def architecture(self) -> str:
+        """PreNorm/PostNorm for a ViT, LSTM for the LSTM, the network's name for a CNN."""
+        if self.task == "vit":
+            return BLOCK_NAMES.get(self.experiment.get("block"), str(self.experiment.get("block")))
+        if self.task == "cnn":
+            name = self.experiment.get("architecture", "")
+            return CNN_NAMES.get(name, name)
+        return "LSTM"
+
+    @property
+    def short_label(self) -> str:
+        """E.g. ``1 Adam 2L`` (with ``PostNorm`` where it is not the default block)."""
+        if self.task == "cnn":
+            return self.architecture
+        block = " PostNorm" if self.experiment.get("block") == "postnorm" else ""
+        return f"{self.number} {self.optimizer_name} {self.layers}L{block}"
+
+    @property
+    def configuration(self) -> str:
+        """E.g. ``PreNorm, 2 layers, Adam``."""
+        layers = f", {self.layers} layer{'s' if self.layers != 1 else ''}" if self.layers else ""
+        return f"{self.architecture}{layers}, {self.optimizer_name}"
+
+    @property
+    def description(self) -> str:
+        """E.g. ``vit-1 (PreNorm, 2 layers, Adam)``."""
+        return f"{self.id} ({self.configuration})"
+
+    @property
+    def hyperparameters(self) -> str:
+        """E.g. ``lr 0.0003, weight decay 0.0005, batch 128, 10 epochs``."""
+        e = self.experiment
+        momentum = f", momentum {e['momentum']}" if e.get("momentum") else ""
+        return (f"lr {e.get('lr')}, weight decay {e.get('weight_decay')}{momentum}, batch {e.get('batch_size')}, "
+                f"{e.get('epochs')} epochs")
+
+    def sort_key(self) -> tuple:
+        """Architecture (registry order), then layers, then optimizer (registry order), then number."""
+        block = self.experiment.get("block", "")
+        return (BLOCKS.index(block) if block in BLOCKS else len(BLOCKS), self.layers or 0,
+                OPTIMIZERS.index(self.optimizer) if self.optimizer in OPTIMIZERS else len(OPTIMIZERS), self.number,
+                self.id)
+
+    # -- task, status ---------------------------------------------------------------------------------
+    @property
+    def metric(self) -> str:
+        return self.record.config.get("task", {}).get("metric") or ("perplexity" if self.task == "lstm" else "accuracy")
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.record.config.get("task", {}).get("higher_is_better", self.metric == "accuracy")
+
+    @property
+    def status(self) -> str:
+        """completed, interrupted, diverged, failed, incomplete (metrics, no summary), not started or missing."""
+        if self.missing:
+            return "missing"
+        return STATUS_TEXT.get(self.record.status, self.record.status)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed" and self.epochs_completed > 0
+
+    @property
+    def epochs_completed(self) -> int:
+        return len(self.record.metrics)
+
+    @property
+    def epochs_planned(self) -> int | None:
+        return self.record.summary.get("epochs_planned", self.experiment.get("epochs"))
+
+    @property
+    def status_text(self) -> str:
+        """The status with the epochs done, e.g. ``diverged (3/10 epochs)``."""
+        if self.status in ("completed", "missing"):
+            return {"completed": "completed", "missing": "missing (not run)"}[self.status]
+        return f"{self.status} ({self.epochs_completed}/{self.epochs_planned or '?'} epochs)"
+
+    @property
+    def reason(self) -> str | None:
+        return self.record.summary.get("reason")
+
+    # -- curves ---------------------------------------------------------------------------------------
+    def series(self, key: str) -> list[float]:
+        """One value per epoch record (NaN where it was not stored or stored as null)."""
+        return [_number(r.get(key)) for r in self.record.metrics]
+
+    @property
+    def epochs(self) -> list[int]:
+        return [int(r["epoch"]) for r in self.record.metrics]
+
+    # -- scores ---------------------------------------------------------------------------------------
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better else a < b
+
+    @property
+    def best(self) -> tuple[float | None, int | None]:
+        """Best validation score over the epochs and its epoch (from the metrics, so unfinished runs have one)."""
+        best_value, best_epoch = None, None
+        for epoch, value in zip(self.epochs, self.series(f"val_{self.metric}"), strict=True):
+            if is_number(value) and (best_value is None or self._better(value, best_value)):
+                best_value, best_epoch = value, epoch
+        if best_value is None:
+            return self.record.summary.get("best_val"), self.record.summary.get("best_epoch")
+        return best_value, best_epoch
+
+    @property
+    def best_val(self) -> float | None:
+        return self.best[0]
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.best[1]
+
+    def final(self, key: str) -> float | None:
+        """The last epoch's value of a metrics key (``train_loss``, ``val_accuracy``...), None if not finite."""
+        values = self.series(key)
+        return values[-1] if values and is_number(values[-1]) else None
+
+    def test(self, which: str = "test_best") -> float | None:
+        """Test score of the best-validation checkpoint (``test_best``) or of the last epoch (``test_final``)."""
+        value = self.record.summary.get(which, {}).get(self.metric)
+        return value if is_number(value) else None
+
+    @property
+    def mean_epoch_seconds(self) -> float | None:
+        value = self.record.summary.get("mean_epoch_seconds")
+        if is_number(value):
+            return value
+        seconds = [s for s in self.series("train_seconds") if is_number(s)]
+        return sum(seconds) / len(seconds) if seconds else None
+
+    @property
+    def total_seconds(self) -> float | None:
+        value = self.record.summary.get("total_seconds")
+        return value if is_number(value) else self.final("wall_seconds")
+
+    @property
+    def gap(self) -> float | None:
+        """Final train score minus final validation score, signed so that positive means "train is better"."""
+        train, val = self.final(f"train_{self.metric}"), self.final(f"val_{self.metric}")
+        if train is None or val is None:
+            return None
+        return train - val if self.higher_is_better else val - train
+
+    @property
+    def loss_gap(self) -> float | None:
+        train, val = self.final("train_loss"), self.final("val_loss")
+        return None if train is None or val is None else val - train
+
+    @property
+    def epochs_since_peak(self) -> int | None:
+        return None if self.best_epoch is None else self.epochs[-1] - self.best_epoch
+
+    @property
+    def validation_size(self) -> int | None:
+        """Images the validation score was computed on (CIFAR-10 tasks only)."""
+        if self.metric != "accuracy":
+            return None
+        limit = self.settings.get("limit_eval_batches")
+        batch = self.experiment.get("batch_size") or 0
+        return min(CIFAR_VALID_IMAGES, limit * batch) if limit else CIFAR_VALID_IMAGES
+
+    # -- size and memory -------------------------------------------------------------------------------
+    @property
+    def parameters(self) -> int | None:
+        return self.record.config.get("parameters", {}).get("total")
+
+    @property
+    def learnable(self) -> int | None:
+        return self.record.config.get("parameters", {}).get("learnable")
+
+    @property
+    def memory(self) -> dict:
+        """``source``, ``steady_mean_mb``, ``peak_mb`` from the summary, else from the epoch records."""
+        if self.record.summary.get("memory"):
+            return self.record.summary["memory"]
+        epochs = [r["memory"] for r in self.record.metrics if r.get("memory")]
+        means = [m["steady_mean_mb"] for m in epochs if is_number(m.get("steady_mean_mb"))]
+        peaks = [m["peak_mb"] for m in epochs if is_number(m.get("peak_mb"))]
+        return {"source": epochs[-1].get("source") if epochs else None,
+                "steady_mean_mb": sum(means) / len(means) if means else None,
+                "peak_mb": max(peaks) if peaks else None}
+
+    @property
+    def static_memory_mib(self) -> float | None:
+        """Weights + gradients + optimizer state, in MiB, if every one is a float32 copy of the learnable params."""
+        if self.learnable is None or self.optimizer not in OPTIMIZER_STATE_COPIES:
+            return None
+        return self.learnable * 4 * (2 + OPTIMIZER_STATE_COPIES[self.optimizer]) / 2**20
+
+    # -- provenance ------------------------------------------------------------------------------------
+    @property
+    def settings(self) -> dict:
+        return self.record.config.get("settings", {})
+
+    @property
+    def environment(self) -> dict:
+        return self.record.config.get("environment", {})
+
+    @property
+    def device(self) -> str:
+        env = self.environment
+        device, name = env.get("device", "?"), env.get("device_name")
+        return f"{device} ({name})" if name and name != device else device
+
+    @property
+    def commit(self) -> str:
+        commit = self.environment.get("git_commit") or "unknown"
+        return commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+
+    @property
+    def limits(self) -> list[str]:
+        """The batch limits of the run (empty for a run over the whole data)."""
+        s = self.settings
+        limits = []
+        if s.get("limit_train_batches"):
+            limits.append(f"train ≤ {s['limit_train_batches']} batches/epoch")
+        if s.get("limit_eval_batches"):
+            limits.append(f"eval ≤ {s['limit_eval_batches']} batches")
+        return limits
+
+    @property
+    def deviations(self) -> list[str]:
+        """Hyperparameters that differ from the registry's (the specification's) configuration of this id."""
+        spec = EXPERIMENTS.get(self.id)
+        if spec is None:
+            return ["not an experiment of the specification"]
+        expected = json.loads(json.dumps(spec.resolved().to_dict()))
+        return [f"{key} {self.experiment.get(key)} (spec {value})" for key, value in expected.items()
+                if self.experiment.get(key) != value]
+
+    @property
+    def full_spec(self) -> bool:
+        """Trained with the specification's settings: no batch limits, no changed hyperparameter."""
+        return not self.limits and not self.deviations
+
+    @property
+    def provenance(self) -> str:
+        """One line: device, precision, commit, and whether this is the specification's full setting."""
+        amp = self.settings.get("amp", "none")
+        line = f"device {self.device}, amp {amp}, commit {self.commit}"
+        if self.full_spec:
+            return line + ", full specification setting"
+        return line + "; NOT the full specification setting: " + "; ".join(self.limits + self.deviations)
+
+
+# ------------------------------------------------------------------------------------------------ the study
+@dataclass
+class Study:
+    """Every run found, grouped by grid (``lstm``, ``vit``, ``cnn``), with the grids' missing members."""
+
+    roots: list[Path]
+    runs: list[RunView] = field(default_factory=list)
+
+    def grid(self, name: str) -> list[RunView]:
+        """The runs of one grid in table order (architecture, layers, optimizer)."""
+        return sorted((r for r in self.runs if r.task == name), key=RunView.sort_key)
+
+    def grid_with_missing(self, name: str) -> list[RunView]:
+        """The runs of one grid and placeholders for its missing members, in table order."""
+        runs = self.grid(name) + [RunView.placeholder(i) for i in self.missing(name)]
+        return sorted(runs, key=RunView.sort_key)
+
+    def missing(self, name: str) -> list[str]:
+        """Registry ids of the grid that no run folder holds (the optional CNN grid: only once one CNN ran)."""
+        if name == "cnn" and not self.grid("cnn"):
+            return []
+        found = {r.id for r in self.runs}
+        return [i for i in GRIDS[name] if i not in found]
+
+    def get(self, run_id: str) -> RunView | None:
+        return next((r for r in self.runs if r.id == run_id), None)
+
+
+def load_study(roots: Iterable[str | Path]) -> Study:
+    roots = [Path(r) for r in roots]
+    runs, seen = [], {}
+    for record in find_runs(roots):
+        seen[record.id] = seen.get(record.id, 0) + 1
+        runs.append(RunView(record, record.id if seen[record.id] == 1 else f"{record.id}-{seen[record.id]}"))
+    return Study(roots, runs)
+
+
+def completed(runs: Iterable[RunView]) -> list[RunView]:
+    return [r for r in runs if r.completed and r.best_val is not None]

@@ -1,0 +1,250 @@
+"""The report's tables: one ``Table`` model, rendered as Markdown and as LaTeX (booktabs).
+
+Builders: ``results_table`` (Problem 3 Q2 for the ViT grid, the same for the LSTM grid), ``runs_table`` (status
+and provenance of every run), ``overfitting_table``, ``memory_table`` (Q7) and ``cnn_table`` (Q6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from replab.report.runs import (
+    GRID_TITLES,
+    OPTIMIZER_STATE_COPIES,
+    RunView,
+    Study,
+    completed,
+    fmt_count,
+    fmt_metric,
+    fmt_mib,
+    is_number,
+    scale,
+)
+
+# The specification's reference CNNs (Problem 3, question 6): validation %, test %, parameters.
+CNN_REFERENCE = {
+    "googlenet": ("GoogleNet", 90.40, 89.70, 260_650),
+    "resnet": ("ResNet", 91.84, 91.06, 272_378),
+    "resnetpreact": ("ResNetPreAct", 91.80, 91.07, 272_250),
+    "densenet": ("DenseNet", 90.72, 90.23, 239_146),
+}
+
+LATEX_REPLACEMENTS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---", "–": "--", "≤": r"$\leq$", "×": r"$\times$",
+    "±": r"$\pm$", "†": r"\textsuperscript{\dag}", "↓": r"$\downarrow$", "↑": r"$\uparrow$",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_REPLACEMENTS.get(c, c) for c in str(text))
+
+
+@dataclass
+class Table:
+    """A captioned table; ``bold`` holds the (row, column) cells to set in bold; ``number`` is set by the report."""
+
+    key: str  # file name in tables/ and LaTeX label
+    title: str
+    caption: str
+    columns: list[str]
+    rows: list[list[str]]
+    bold: set[tuple[int, int]] = field(default_factory=set)
+    number: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"Table {self.number}" if self.number else "Table"
+
+    def cell(self, row: int, column: int, strong: str = "**{}**") -> str:
+        text = self.rows[row][column]
+        return strong.format(text) if (row, column) in self.bold else text
+
+    def markdown(self) -> str:
+        """A pipe table; text columns left-aligned, numeric ones right-aligned."""
+        escape = lambda text: str(text).replace("|", r"\|")
+        lines = ["| " + " | ".join(escape(c) for c in self.columns) + " |",
+                 "|" + "|".join(":---" if a == "l" else "---:" for a in self.alignment()) + "|"]
+        for i in range(len(self.rows)):
+            lines.append("| " + " | ".join(escape(self.cell(i, j)) for j in range(len(self.columns))) + " |")
+        return "\n".join(lines)
+
+    def latex(self) -> str:
+        """A booktabs ``table`` environment with caption and label (needs ``\\usepackage{booktabs}``)."""
+        body = [" & ".join(latex_escape(c) for c in self.columns) + r" \\"]
+        for i, row in enumerate(self.rows):
+            cells = [latex_escape(row[j]) for j in range(len(row))]
+            cells = [rf"\textbf{{{c}}}" if (i, j) in self.bold else c for j, c in enumerate(cells)]
+            body.append(" & ".join(cells) + r" \\")
+        return "\n".join([
+            r"\begin{table}[t]", r"\centering", r"\small",
+            rf"\caption{{{latex_escape(self.caption)}}}", rf"\label{{tab:{self.key}}}",
+            rf"\begin{{tabular}}{{{''.join(self.alignment())}}}", r"\toprule", body[0], r"\midrule", *body[1:],
+            r"\bottomrule", r"\end{tabular}", r"\end{table}", "",
+        ])
+
+    def alignment(self) -> list[str]:
+        """``r`` for a column whose cells all look numeric (or are empty), else ``l``."""
+        def numeric(text: str) -> bool:
+            text = str(text).split(" (")[0].replace(",", "").replace("%", "").strip()
+            try:
+                float(text)
+            except ValueError:
+                return text in ("—", "")
+            return True
+        return ["r" if all(numeric(r[j]) for r in self.rows) and self.rows else "l" for j in range(len(self.columns))]
+
+
+# ------------------------------------------------------------------------------------------------ builders
+def _best_of(runs: list[RunView]) -> RunView | None:
+    candidates = completed(runs)
+    if not candidates:
+        return None
+    if candidates[0].higher_is_better:
+        return max(candidates, key=lambda r: r.best_val)
+    return min(candidates, key=lambda r: r.best_val)
+
+
+def results_table(study: Study, grid: str) -> Table:
+    """Problem 3 Q2 (and its LSTM counterpart): one row per configuration, missing ones included."""
+    runs = study.grid_with_missing(grid)
+    metric = "accuracy" if grid != "lstm" else "perplexity"
+    short = "acc. (%)" if metric == "accuracy" else "PPL"
+    columns = ["No.", "Architecture", "Layers", "Optimizer", f"Train {short}", "Train loss",
+               f"Best val. {short} (epoch)", f"Test {short}", "s/epoch", "Parameters", "Status"]
+    rows = []
+    for run in runs:
+        best, epoch = run.best
+        rows.append([
+            str(run.number), run.architecture, str(run.layers), run.optimizer_name,
+            _plain(run.final(f"train_{metric}"), metric), _plain(run.final("train_loss"), "loss"),
+            f"{_plain(best, metric)} ({epoch})" if best is not None else "—", _plain(run.test(), metric),
+            f"{run.mean_epoch_seconds:.1f}" if is_number(run.mean_epoch_seconds) else "—",
+            fmt_count(run.parameters), run.status_text,
+        ])
+    bold_column = columns.index(f"Best val. {short} (epoch)")
+    if grid == "lstm":
+        best_runs = [_best_of(runs)]
+        bold_rule = "the best validation perplexity overall (the LSTM grid has one architecture) is in bold"
+    else:
+        best_runs = [_best_of([r for r in runs if r.architecture == a]) for a in dict.fromkeys(r.architecture
+                                                                                              for r in runs)]
+        bold_rule = "the best validation accuracy of each architecture is in bold"
+    bold = {(runs.index(r), bold_column) for r in best_runs if r is not None}
+    direction = "higher is better" if metric == "accuracy" else "lower is better"
+    caption = (
+        f"{GRID_TITLES[grid]}: results per configuration, {direction}. No.: experiment number of the "
+        f"specification's runner script; Layers: number of {'LSTM' if grid == 'lstm' else 'transformer'} layers; "
+        + ("Architecture: PreNorm or PostNorm attention block; " if grid == "vit" else "")
+        + f"Optimizer: SGD+momentum is SGD with momentum 0.9; Train {short} and Train loss: training "
+        f"{'accuracy' if metric == 'accuracy' else 'perplexity'} and loss of the last epoch (averaged over the "
+        f"epoch's batches{', augmented images' if metric == 'accuracy' else ''}); Best val. {short} (epoch): best "
+        f"validation {metric} over the epochs and the epoch it was reached; Test {short}: test {metric} of the "
+        f"checkpoint with the best validation {metric}; s/epoch: mean training seconds per epoch; Parameters: "
+        f"number of model parameters; Status: completed, or how far an unfinished run got; — : no value. "
+        f"Sorted by architecture, then layers, then optimizer (Adam, AdamW, SGD, SGD+momentum); {bold_rule}, "
+        "among completed runs."
+    )
+    return Table(f"{grid}-results", f"{GRID_TITLES[grid]}: results", caption, columns, rows, bold)
+
+
+def _plain(value: float | None, metric: str) -> str:
+    """A score for a table cell (percent without the sign: the column header carries the unit)."""
+    if metric == "loss":
+        return f"{value:.3f}" if is_number(value) else "—"
+    return fmt_metric(value, metric).rstrip("%")
+
+
+def runs_table(study: Study) -> Table:
+    """Status and provenance of every run: nothing is silently dropped."""
+    rows = []
+    for run in sorted(study.runs, key=lambda r: (r.task, r.sort_key())):
+        reason = f": {run.reason}" if run.reason and run.status != "completed" else ""
+        rows.append([run.key, run.status_text + reason, run.device, run.settings.get("amp", "none"), run.commit,
+                     "; ".join(run.limits) or "none", "yes" if run.full_spec else "NO: " + "; ".join(
+                         run.limits + run.deviations)])
+    caption = ("Every run folder found, with its status and provenance. Status: completed; incomplete (epoch "
+               "records but no summary: still running or killed); interrupted, diverged or failed (with the "
+               "reason). Device and amp (autocast precision) as recorded by the trainer; Commit: git commit of "
+               "the code (-dirty: uncommitted changes). Limits: batch limits per epoch; Full spec: whether the run "
+               "used the specification's settings (no batch limits, no changed hyperparameter).")
+    return Table("runs", "Runs and provenance", caption,
+                 ["Run", "Status", "Device", "amp", "Commit", "Limits", "Full spec"], rows)
+
+
+def overfitting_table(study: Study) -> Table:
+    """Problem 3 Q8: the train-validation gap at the end and how long ago validation peaked."""
+    rows = []
+    for run in [r for grid in ("lstm", "vit", "cnn") for r in study.grid(grid) if r.epochs_completed]:
+        metric = run.metric
+        gap = scale(run.gap, metric)
+        rows.append([
+            run.key, run.status_text, _plain(run.final(f"train_{metric}"), metric),
+            _plain(run.final(f"val_{metric}"), metric),
+            f"{gap:+.2f} {'pp' if metric == 'accuracy' else 'PPL'}" if gap is not None else "—",
+            f"{run.loss_gap:+.3f}" if is_number(run.loss_gap) else "—",
+            f"{run.best_epoch} / {run.epochs[-1]}" if run.best_epoch else "—",
+            str(run.epochs_since_peak) if run.epochs_since_peak is not None else "—",
+            _plain(run.test("test_best"), metric), _plain(run.test("test_final"), metric),
+        ])
+    caption = ("Overfitting at the end of training. Train, Val: training and validation score of the last epoch "
+               "(accuracy in %, LSTM: perplexity); Gap: train score minus validation score for accuracy (pp: "
+               "percentage points), validation minus train perplexity for the LSTM (positive: better on the "
+               "training data); Loss gap: validation minus training loss; Peak / last: epoch of the best "
+               "validation score and last epoch; Since peak: epochs trained after the validation peak; Test "
+               "(best), Test (last): test score of the best-validation checkpoint and of the last epoch.")
+    columns = ["Run", "Status", "Train", "Val", "Gap", "Loss gap", "Peak / last", "Since peak", "Test (best)",
+               "Test (last)"]
+    return Table("overfitting", "Overfitting", caption, columns, rows)
+
+
+def memory_table(study: Study) -> Table:
+    """Problem 3 Q7: steady-state and peak memory per configuration, largest first within a grid."""
+    rows = []
+    for grid in ("lstm", "vit", "cnn"):
+        runs = sorted(study.grid(grid), key=lambda r: -(r.memory.get("steady_mean_mb") or -1))
+        for run in runs:
+            memory = run.memory
+            rows.append([
+                run.key, run.configuration, fmt_count(run.learnable),
+                str(OPTIMIZER_STATE_COPIES.get(run.optimizer, "?")), fmt_mib(run.static_memory_mib),
+                fmt_mib(memory.get("steady_mean_mb")), fmt_mib(memory.get("peak_mb")),
+                str(memory.get("source") or "—"), run.device,
+            ])
+    caption = ("Memory per configuration, largest steady-state mean first within each grid, in MiB. Learnable: "
+               "learnable parameters; Opt. copies: extra copies of the learnable parameters the optimizer keeps "
+               "(Adam/AdamW: 2 moment estimates, SGD+momentum: 1 velocity, SGD: 0); Static: weights + gradients + "
+               "optimizer state in float32 = 4 B × learnable × (2 + copies); Steady mean: mean of the samples "
+               "taken every 0.2 s after the warm-up batches, averaged over the epochs; Peak: largest sample. "
+               "Source: rss = resident memory of the training process on the CPU (includes the Python runtime, "
+               "PyTorch and the dataset), nvml = device memory of the process as nvidia-smi reports it, "
+               "torch_reserved = memory reserved by PyTorch's CUDA allocator; Device: where it was measured.")
+    columns = ["Run", "Configuration", "Learnable", "Opt. copies", "Static", "Steady mean", "Peak", "Source",
+               "Device"]
+    return Table("memory", "Memory", caption, columns, rows)
+
+
+def best_vit(study: Study) -> RunView | None:
+    return _best_of(study.grid("vit"))
+
+
+def cnn_table(study: Study) -> Table:
+    """Problem 3 Q6: the specification's CNNs, our CNN runs where there are any, and our best ViT."""
+    rows = [[name, "specification (reference)", f"{val:.2f}", f"{test:.2f}", fmt_count(params)]
+            for name, val, test, params in CNN_REFERENCE.values()]
+    for run in study.grid("cnn"):
+        rows.append([run.architecture, f"this study: {run.key}, {run.status_text}", _plain(run.best_val, "accuracy"),
+                     _plain(run.test(), "accuracy"), fmt_count(run.parameters)])
+    vit = best_vit(study)
+    if vit is not None:
+        rows.append([f"ViT {vit.architecture}, {vit.layers} layers, {vit.optimizer_name}",
+                     f"this study: best ViT ({vit.key})", _plain(vit.best_val, "accuracy"),
+                     _plain(vit.test(), "accuracy"), fmt_count(vit.parameters)])
+    note = "" if study.grid("cnn") else " No CNN run of our own was found (`replab reproduce --with-cnn` trains them)."
+    caption = ("CIFAR-10: our best ViT next to the CNN baselines. Rows marked 'specification (reference)' are the "
+               "numbers given in the specification (Problem 3, question 6), not measured here; rows marked 'this "
+               "study' come from the runs of this report. Val acc.: best validation accuracy over the epochs; "
+               "Test acc.: test accuracy of the checkpoint with the best validation accuracy (reference rows: as "
+               "given); Parameters: number of model parameters." + note)
+    return Table("cnn-comparison", "Comparison with CNNs", caption,
+                 ["Model", "Source", "Val acc. (%)", "Test acc. (%)", "Parameters"], rows)

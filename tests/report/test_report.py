@@ -1,0 +1,213 @@
+"""The report from planted runs (tests/report/fakes.py): tables, figures, captions, findings and the HTML."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from replab.cli import main
+from replab.report.findings import findings
+from replab.report.runs import load_study
+from replab.report.tables import CNN_REFERENCE, cnn_table, memory_table, results_table, runs_table
+from tests.report.fakes import write_run, write_study
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    return write_study(tmp_path_factory.mktemp("study") / "runs")
+
+
+@pytest.fixture(scope="module")
+def report(runs, tmp_path_factory) -> Path:
+    """The report folder, written once by the ``replab report`` command."""
+    out = tmp_path_factory.mktemp("report") / "report"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(runs):
+    return load_study([runs])
+
+
+def column(table, name: str) -> list[str]:
+    return [row[table.columns.index(name)] for row in table.rows]
+
+
+def finding_texts(study, topic_part: str) -> str:
+    return "\n".join(f.text for f in findings(study) if topic_part in f.topic)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def test_vit_table_is_sorted_and_shows_every_status(study):
+    table = results_table(study, "vit")
+    assert column(table, "No.") == ["1", "2", "3", "4", "5", "6", "7"]
+    assert column(table, "Architecture") == ["PreNorm"] * 6 + ["PostNorm"]
+    status = column(table, "Status")
+    assert status[2] == "diverged (3/5 epochs)" and status[4] == "incomplete (2/5 epochs)"
+    assert column(table, "Best val. acc. (%) (epoch)")[5] == "70.00 (3)"
+    assert column(table, "s/epoch")[3] == "8.0"
+
+
+def test_missing_grid_member_is_a_row_in_its_place(study):
+    table = results_table(study, "lstm")
+    assert column(table, "No.") == ["1", "2", "3", "4", "5", "6"]
+    assert column(table, "Optimizer")[3] == "SGD+momentum" and column(table, "Status")[3] == "missing (not run)"
+    assert study.missing("lstm") == ["lstm-4"] and study.missing("vit") == []
+
+
+def test_exactly_the_best_of_each_architecture_is_bold(study):
+    vit = results_table(study, "vit")
+    best_column = vit.columns.index("Best val. acc. (%) (epoch)")
+    assert vit.bold == {(5, best_column), (6, best_column)}  # vit-6 (PreNorm) and vit-7 (PostNorm)
+    assert vit.markdown().count("**") == 4 and vit.latex().count(r"\textbf{") == 2
+    lstm = results_table(study, "lstm")
+    assert lstm.bold == {(4, lstm.columns.index("Best val. PPL (epoch)"))}  # lstm-5, the only bold cell
+    assert "best validation perplexity overall" in lstm.caption
+
+
+def test_latex_is_booktabs_and_escaped(study):
+    latex = results_table(study, "vit").latex()
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{", r"\label{tab:vit-results}"):
+        assert command in latex
+    assert r"acc. (\%)" in latex and "acc. (%)" not in latex
+
+
+def test_cnn_table_has_the_reference_numbers_and_our_runs(tmp_path, study):
+    rows = cnn_table(study).rows
+    for name, val, test, params in CNN_REFERENCE.values():
+        assert [name, "specification (reference)", f"{val:.2f}", f"{test:.2f}", f"{params:,}"] in rows
+    assert rows[-1][1] == "this study: best ViT (vit-7)" and rows[-1][2] == "72.00"
+    write_run(tmp_path, "cnn-resnet", [0.8, 0.9], [0.85, 0.95], test=0.89)
+    own = cnn_table(load_study([tmp_path])).rows
+    assert ["ResNet", "this study: cnn-resnet, completed", "90.00", "89.00", "272,378"] in own
+
+
+def test_memory_table_ranks_and_names_the_device(study):
+    table = memory_table(study)
+    assert column(table, "Run")[:5] == ["lstm-6", "lstm-5", "lstm-2", "lstm-1", "lstm-3"]
+    assert set(column(table, "Device")) == {"cpu (Test CPU)"}
+    assert column(table, "Opt. copies")[column(table, "Run").index("vit-4")] == "1"
+
+
+def test_provenance_flags_batch_limits(tmp_path):
+    write_run(tmp_path, "vit-2", [0.3, 0.4], [0.3, 0.5], epochs=10, limit_train_batches=5)
+    run = load_study([tmp_path]).get("vit-2")
+    assert not run.full_spec
+    assert "NOT the full specification setting" in run.provenance and "train ≤ 5 batches/epoch" in run.provenance
+    row = runs_table(load_study([tmp_path])).rows[0]
+    assert row[-1].startswith("NO: train ≤ 5 batches/epoch")
+
+
+def test_diverged_run_keeps_its_null_values(runs, study):
+    assert "null" in (runs / "vit-3" / "metrics.jsonl").read_text()
+    run = study.get("vit-3")
+    assert run.status == "diverged" and run.final("val_accuracy") is None and run.best == (0.25, 2)
+
+
+# ------------------------------------------------------------------------------------------------ findings
+def test_choices_are_the_planted_ones(study):
+    vit = finding_texts(study, "ViT on CIFAR-10: which configuration")
+    assert "For wall-clock time: vit-4 " in vit and "8.0 s on average" in vit  # not vit-7 (config 7), not vit-3
+    assert "For generalization: vit-6 " in vit and "70.00% (epoch 3)" in vit and "Runner-up: vit-2" in vit
+    assert "beyond the sampling noise" in vit
+    lstm = finding_texts(study, "LSTM on Wikitext-2: which configuration")
+    assert "For wall-clock time: lstm-3 " in lstm and "35.0 s on average" in lstm
+    assert "For generalization: lstm-5 " in lstm and "150.00 (epoch 5)" in lstm and "not completed: lstm-4" in lstm
+
+
+def test_optimizer_findings_carry_their_numbers(study):
+    text = finding_texts(study, "ViT on CIFAR-10: configurations 1-4")
+    assert "Adam (vit-1) 60.00% (epoch 5)" in text and "vit-3 diverged (3/5 epochs)" in text
+    assert "Effect of weight decay" in text and "+2.00 pp" in text
+    assert "Effect of momentum" not in text  # vit-3 (plain SGD) diverged: nothing to compare momentum with
+    lstm = finding_texts(study, "LSTM on Wikitext-2: configurations 1-4")
+    assert "Adam against SGD)" in lstm and "lstm-4 missing" in lstm
+
+
+def test_prenorm_postnorm_finding(study):
+    text = finding_texts(study, "PreNorm vs PostNorm")
+    assert "70.00% (epoch 3) vs 72.00% (epoch 5)" in text and "vit-7 better" in text
+
+
+def test_no_prenorm_postnorm_finding_without_vit7(tmp_path):
+    study = load_study([write_study(tmp_path, with_vit7=False)])
+    assert study.missing("vit") == ["vit-7"]
+    assert not finding_texts(study, "PreNorm") and "PostNorm" not in "\n".join(f.text for f in findings(study)
+                                                                              if "Problem 3 Q5" in f.topic)
+    assert "vit-7" in finding_texts(study, "Runs and settings")
+
+
+def test_overfitting_and_memory_findings(study):
+    overfitting = finding_texts(study, "ViT on CIFAR-10: overfitting")
+    assert "largest vit-6 (train 90.00%, validation 65.00%, gap +25.00 pp)" in overfitting
+    assert "vit-6 peaked at epoch 3 of 5 (2 epochs before the end" in overfitting and "vit-3 peaked" not in overfitting
+    memory = finding_texts(study, "ViT on CIFAR-10: memory")
+    assert "vit-6 1,400 > vit-7 1,400 > vit-5 1,250" in memory and "2 extra copies" in memory
+    assert "each added layer adds 72.5 MiB" in memory  # slope of 1,110 / 1,250 / 1,400 MiB at 2 / 4 / 6 layers
+
+
+def test_every_statement_is_flagged_when_runs_are_not_the_full_setting(study):
+    assert "12 of 12 runs are NOT at the specification's full setting" in finding_texts(study, "Runs and settings")
+
+
+# ------------------------------------------------------------------------------------------------ files
+def test_figures_exist_as_png_and_pdf_at_print_resolution(study, report):
+    stems = [f"{r.id}-curves" for r in study.runs] + ["lstm-overlay", "vit-overlay", "lstm-memory", "vit-memory"]
+    for stem in stems:
+        assert (report / "figures" / f"{stem}.pdf").stat().st_size > 1000, stem
+        with Image.open(report / "figures" / f"{stem}.png") as image:
+            dpi = image.info["dpi"][0]
+            assert dpi >= 200 and abs(image.width / dpi - 3.5) < 0.05, stem  # column width
+    for key in ("runs", "lstm-results", "vit-results", "cnn-comparison", "overfitting", "memory"):
+        assert (report / "tables" / f"{key}.md").exists() and (report / "tables" / f"{key}.tex").exists()
+
+
+def test_captions_are_numbered_in_order(report):
+    markdown = (report / "report.md").read_text()
+    for kind, count in (("Figure", 16), ("Table", 6)):
+        numbers = [int(n) for n in re.findall(rf"^\*\*{kind} (\d+)\.\*\* \S", markdown, re.MULTILINE)]
+        assert numbers == list(range(1, count + 1))
+    assert "## Findings" in markdown and "missing from the grid (never run): lstm-4" in markdown
+
+
+def test_html_is_self_contained(report):
+    page = (report / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]*)"', page)
+    assert len(sources) == 16 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r'<(link|script|iframe|object)|href=|url\(|@import|src="(?!data:image/png;base64,)', page)
+    assert "<strong>70.00 (3)</strong>" in page
+
+
+IMAGE_CHECK = """<script>
+window.addEventListener("load", function () {
+  var images = Array.from(document.images);
+  var decoded = images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  var out = document.createElement("pre");
+  out.textContent = "image-check " + images.length + " " + decoded;
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+
+def test_html_images_decode_in_headless_chromium(report, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): the browser check is skipped")
+    page = tmp_path / "check.html"  # a test-only copy with the checking script
+    page.write_text((report / "report.html").read_text().replace("</body>", IMAGE_CHECK + "</body>"))
+    result = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    match = re.search(r"image-check (\d+) (\d+)", result.stdout)
+    assert match, result.stderr[-2000:]
+    assert match.group(1) == match.group(2) == "16"

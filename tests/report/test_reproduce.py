@@ -1,0 +1,54 @@
+"""``replab reproduce``: profiles, the guard against mixing quick and full runs, and one real quick run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from replab.cli import main
+from replab.report.commands import QUICK, QUICK_PROFILE_ENV, ProfileError, check_profile, quick_profile
+
+# Two ViT configurations, 1 epoch of 1 batch of 16 images: the whole pipeline in seconds (an LSTM step alone takes
+# 10-50 s on a loaded 2-core CPU, so the LSTM grid is left to the report tests' planted runs).
+TINY = {"epochs": 1, "batch_size": 16, "limit_train_batches": 1, "limit_eval_batches": 1,
+        "experiments": ["vit-1", "vit-7"]}
+
+
+def test_quick_profile_is_small_and_overridable(monkeypatch):
+    assert {grid: p.epochs for grid, p in QUICK.grids.items()} == {"lstm": 2, "vit": 2, "cnn": 2}
+    assert QUICK.grids["lstm"].limit_train_batches == 2 and QUICK.grids["vit"].limit_train_batches == 20
+    monkeypatch.setenv(QUICK_PROFILE_ENV, json.dumps(TINY))
+    profile = quick_profile()
+    assert profile.experiments == ("vit-1", "vit-7")
+    assert all(g.epochs == 1 and g.limit_train_batches == 1 for g in profile.grids.values())
+    monkeypatch.setenv(QUICK_PROFILE_ENV, '{"experiments": ["vit-99"]}')
+    with pytest.raises(ProfileError, match="vit-99"):
+        quick_profile()
+
+
+def test_quick_and_full_runs_never_mix(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(QUICK_PROFILE_ENV, raising=False)
+    check_profile(tmp_path, QUICK)
+    check_profile(tmp_path, QUICK)  # the same profile again: fine
+    assert main(["reproduce", "--out", str(tmp_path)]) == 2  # refused before anything is trained
+    assert "never mix" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_reproduce_quick_end_to_end(data_root, tmp_path, monkeypatch):
+    """The quick reproduction, shrunk by ``$REPLAB_QUICK_PROFILE``, on the real data."""
+    monkeypatch.setenv(QUICK_PROFILE_ENV, json.dumps(TINY))
+    argv = ["reproduce", "--quick", "--out", str(tmp_path), "--data-dir", str(data_root), "--device", "cpu"]
+    assert main(argv) == 0
+    runs, report = tmp_path / "runs", tmp_path / "report"
+    assert sorted(p.name for p in runs.iterdir()) == ["vit-1", "vit-7"]
+    assert json.loads((runs / "vit-7" / "summary.json").read_text())["status"] == "completed"
+    markdown = (report / "report.md").read_text()
+    assert "NO: train ≤ 1 batches/epoch; eval ≤ 1 batches; batch_size 16 (spec 128); epochs 1 (spec 10)" in markdown
+    assert "vit-2, vit-3, vit-4, vit-5, vit-6" in markdown  # the rest of the grid, listed as missing
+    assert "PreNorm (vit-6) against PostNorm" not in markdown
+    for name in ("vit-1-curves.png", "vit-7-curves.pdf", "vit-overlay.png", "vit-memory.png"):
+        assert (report / "figures" / name).exists()
+    assert (report / "report.html").stat().st_size > 10_000
