@@ -194,7 +194,9 @@ class Trainer:
 
     def restore(self) -> tuple[int, dict, list[dict]]:
         """Load ``last.pt``; drop metrics written after it. Returns (epochs done, best so far, their metrics)."""
-        if not self.run.last_checkpoint.exists():
+        if not self.run.last_checkpoint.exists():  # killed before the first checkpoint was complete
+            if self.dist.is_main and self.run.metrics.exists():
+                self.run.keep_metrics_through(0)
             return 0, {}, []
         checkpoint = torch.load(self.run.last_checkpoint, map_location=self.device, weights_only=False)
         self.model.load_state_dict(checkpoint["model"])
