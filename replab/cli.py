@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     from replab.report.commands import add_report_commands
 
     add_report_commands(commands)
+
+    from benchmarks.cli import add_bench_command
+
+    add_bench_command(commands)
     return parser
 
 

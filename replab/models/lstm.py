@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -111,11 +110,145 @@ def masked_sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     return (per_sequence * present).sum() / present.sum().clamp_min(1.0)
 
 
-def token_nll(model: LSTM, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def token_nll(
+    model: LSTM, features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-token negative log-likelihood from the classifier features, without materialising log-probabilities.
 
-    Mathematically equal to ``-model.forward(...)[0].gather(-1, targets)`` (the training fast path).
-    features: (B, T, embedding_size); targets: (B, T) -> (B, T) float32.
+    Mathematically equal to ``-model.forward(...)[0].gather(-1, targets)`` (the training fast path), values and
+    gradients: the tied output projection and the log-softmax are fused by ``fused_linear_nll``, which works
+    through the rows in chunks and never holds the (B * T, V) log-probabilities (see there).
+    features: (B, T, embedding_size); targets: (B, T); mask (optional): (B, T), positions where it is 0 are not
+    computed and get an NLL of 0 (they carry no weight in ``masked_sequence_mean``) -> (B, T) float32.
     """
-    logits = model.classifier[2](features)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
+    nll = fused_linear_nll(features.flatten(0, 1), model.classifier[2].weight, targets.flatten(),
+                           None if mask is None else mask.flatten())
+    return nll.view(targets.shape)
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype for ``device_type`` if autocast is on there, else None (torch >= 2.3)."""
+    try:
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    except (TypeError, AttributeError):  # torch < 2.4: per-device functions
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        if device_type == "cuda":
+            return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+        return None
+
+
+def _chunk_rows(vocabulary_size: int, device: torch.device) -> int:
+    """Rows per chunk: about 8M logits (32 MB in float32) on the CPU, 64M on accelerators; at least 16 rows."""
+    budget = (1 << 23) if device.type == "cpu" else (1 << 26)
+    return max(16, budget // max(vocabulary_size, 1))
+
+
+def fused_linear_nll(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """``-log_softmax(features @ weight.T)[n, targets[n]]`` for every row ``n``, computed chunk by chunk of rows.
+
+    features: (N, E); weight: (V, E); targets: (N,) int64; mask (optional): (N,), rows where it is 0 are skipped
+    (NLL 0, zero gradient) -> (N,) float32. The log-softmax is taken in float32; under autocast the two matrix
+    products run in the autocast dtype, as ``nn.Linear`` would.
+
+    Memory: the logits of one chunk at a time ((chunk_rows, V), reused), never the whole (N, V). When
+    ``features`` needs a gradient, forward also computes the per-row gradient ``(softmax - onehot) @ weight``
+    and keeps only that (N, E); backward scales it by the incoming per-row gradient. When ``weight`` needs a
+    gradient, backward recomputes each chunk's softmax (from the saved log-sum-exp) for ``sum_n g_n (softmax_n -
+    onehot_n) features_n``.
+    """
+    if features.ndim != 2 or weight.ndim != 2 or features.shape[1] != weight.shape[1]:
+        raise ValueError(f"expected features (N, E) and weight (V, E), got {tuple(features.shape)}, "
+                         f"{tuple(weight.shape)}")
+    if targets.shape != features.shape[:1]:
+        raise ValueError(f"targets must have shape ({features.shape[0]},), got {tuple(targets.shape)}")
+    compute_dtype = _autocast_dtype(features.device.type) or torch.promote_types(features.dtype, weight.dtype)
+    rows = None if mask is None else mask.reshape(-1).nonzero().squeeze(1)
+    chunk = int(chunk_rows) if chunk_rows else _chunk_rows(weight.shape[0], features.device)
+    return _FusedLinearNLL.apply(features, weight, targets, rows, compute_dtype, chunk)
+
+
+class _FusedLinearNLL(torch.autograd.Function):
+    """The autograd function behind ``fused_linear_nll`` (inputs as documented there, already checked)."""
+
+    @staticmethod
+    def forward(ctx, features, weight, targets, rows, compute_dtype, chunk):
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        n = features.shape[0]
+        nll = features.new_zeros(n, dtype=torch.float32)
+        lse = features.new_zeros(n, dtype=torch.float32) if need_w else None
+        grad_x = features.new_zeros(features.shape, dtype=compute_dtype) if need_x else None
+        with torch.autocast(features.device.type, enabled=False):
+            x = features.detach().to(compute_dtype)
+            w = weight.detach().to(compute_dtype)
+            count = n if rows is None else rows.numel()
+            size = min(chunk, count)
+            logits = x.new_empty(size, w.shape[0])
+            same = compute_dtype == torch.float32
+            log_probas = logits if same else logits.new_empty(logits.shape, dtype=torch.float32)
+            for start in range(0, count, chunk):
+                stop = min(start + chunk, count)
+                index = slice(start, stop) if rows is None else rows[start:stop]
+                xc, tc = x[index], targets[index].unsqueeze(1)
+                m = stop - start
+                lc, lp = logits[:m], log_probas[:m]
+                torch.mm(xc, w.t(), out=lc)
+                if need_w:  # the target's logit, before the log-softmax overwrites float32 logits in place
+                    target_logits = lc.gather(1, tc).squeeze(1).float()
+                torch.log_softmax(lc, -1, dtype=torch.float32, out=lp)
+                nll_c = lp.gather(1, tc).squeeze(1).neg()
+                nll[index] = nll_c
+                if need_w:  # log-sum-exp = nll + target logit
+                    lse[index] = nll_c + target_logits
+                if need_x:  # d nll / d x = (softmax - onehot) @ w
+                    probas = lp.exp_()
+                    probas.scatter_add_(1, tc, probas.new_full(tc.shape, -1.0))
+                    if compute_dtype != torch.float32:
+                        probas = lc.copy_(probas)
+                    if rows is None:
+                        torch.mm(probas, w, out=grad_x[index])
+                    else:
+                        grad_x[index] = torch.mm(probas, w)
+        ctx.compute_dtype, ctx.chunk, ctx.features_dtype = compute_dtype, chunk, features.dtype
+        ctx.save_for_backward(grad_x, features if need_w else None, weight if need_w else None, targets, rows, lse)
+        return nll
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_nll):
+        grad_x, features, weight, targets, rows, lse = ctx.saved_tensors
+        grad_features = grad_weight = None
+        grad_nll = grad_nll.float()
+        if ctx.needs_input_grad[0]:
+            grad_features = (grad_x * grad_nll.unsqueeze(1).to(grad_x.dtype)).to(ctx.features_dtype)
+        if ctx.needs_input_grad[1]:
+            with torch.autocast(grad_nll.device.type, enabled=False):
+                grad_weight = _weight_gradient(features, weight, targets, rows, lse, grad_nll, ctx.compute_dtype,
+                                               ctx.chunk)
+        return grad_features, grad_weight, None, None, None, None
+
+
+def _weight_gradient(features, weight, targets, rows, lse, grad_nll, compute_dtype, chunk) -> torch.Tensor:
+    """``sum_n grad_nll[n] (softmax_n - onehot_n)^T features_n`` (V, E), the chunks' softmax recomputed from ``lse``."""
+    x = features.detach().to(compute_dtype)
+    w = weight.detach().to(compute_dtype)
+    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+    count = x.shape[0] if rows is None else rows.numel()
+    for start in range(0, count, chunk):
+        stop = min(start + chunk, count)
+        index = slice(start, stop) if rows is None else rows[start:stop]
+        xc, tc = x[index], targets[index].unsqueeze(1)
+        probas = torch.mm(xc, w.t()).float().sub_(lse[index].unsqueeze(1)).exp_()
+        probas.scatter_add_(1, tc, probas.new_full(tc.shape, -1.0))
+        probas.mul_(grad_nll[index].unsqueeze(1))
+        if compute_dtype == torch.float32:
+            grad_w.addmm_(probas.t(), xc)
+        else:
+            grad_w += torch.mm(probas.to(compute_dtype).t(), xc).float()
+    return grad_w.to(weight.dtype)

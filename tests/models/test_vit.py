@@ -268,3 +268,70 @@ def test_vision_transformer_trains_on_a_fixed_batch():
             loss.backward()
             optimizer.step()
     assert loss.item() < 0.5 * first
+
+
+def test_layernorm_gradients_for_strided_and_low_precision_inputs():
+    ln = LayerNorm(16)
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    base = torch.randn(16, 6) * 2 - 1
+    x = base.t().requires_grad_()  # non-contiguous (6, 16) view
+    g = torch.randn(6, 16)
+    with forbidden_builtins():
+        ln(x).backward(g)
+    x_ref = base.t().clone().requires_grad_()
+    F.layer_norm(x_ref, (16,), ln.weight, ln.bias).backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=1e-4)
+    # bf16 input: bf16 output and input gradient, float32 statistics
+    xb = base.t().bfloat16().requires_grad_()
+    with forbidden_builtins():
+        yb = ln(xb)
+        yb.backward(g.bfloat16())
+    assert yb.dtype == xb.grad.dtype == torch.bfloat16 and ln.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(xb.grad.float(), x_ref.grad, atol=0.05, rtol=0.05)
+
+
+def test_layernorm_only_computes_the_gradients_asked_for():
+    ln = LayerNorm(8).requires_grad_(False)
+    x = torch.randn(3, 8, requires_grad=True)
+    ln(x).sum().backward()
+    assert x.grad is not None and ln.weight.grad is None
+    y = LayerNorm(8)(torch.randn(3, 8))  # input without gradient: weight and bias still get theirs
+    y.pow(2).sum().backward()
+
+
+def _reference_parameter(reference: "_RefViT", name: str) -> torch.Tensor:
+    """The parameter of the built-in reference that plays the role of replab's parameter ``name``."""
+    parts = name.split(".")
+    if parts[0] == "transformer":
+        block = reference.blocks[int(parts[1])]
+        module, leaf = ".".join(parts[2:-1]), parts[-1]
+        mapped = {"layer_norm_1": block.ln1, "layer_norm_2": block.ln2, "attn.out": block.attn.out_proj}
+        if module == "attn.qkv":
+            return getattr(block.attn, f"in_proj_{leaf}")
+        if module in mapped:
+            return getattr(mapped[module], leaf)
+    if name.startswith("mlp_head.0."):
+        return getattr(reference.head_norm, parts[-1])
+    return dict(reference.ours.named_parameters())[name]  # shared with the reference
+
+
+@pytest.mark.parametrize("block", ["prenorm", "postnorm"])
+def test_vision_transformer_gradients_match_reference(block):
+    """Every parameter's gradient through the hand-written backward passes equals the built-in network's."""
+    torch.manual_seed(2)
+    model = VisionTransformer(embed_dim=32, hidden_dim=64, num_heads=4, num_layers=2, block=block)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    reference = _RefViT(model)
+    images, labels = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    names = [name for name, _ in model.named_parameters()]
+    with forbidden_builtins():
+        loss = model.loss(model(images), labels)
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+    ref_loss = F.cross_entropy(reference(images), labels)
+    ref_grads = torch.autograd.grad(ref_loss, [_reference_parameter(reference, n) for n in names])
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+    for name, grad, expected in zip(names, grads, ref_grads, strict=True):
+        torch.testing.assert_close(grad, expected, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
