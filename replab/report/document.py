@@ -60,15 +60,14 @@ class Report:
 
 
 # ------------------------------------------------------------------------------------------------ assembly
-def _grid_section(study: Study, grid: str, title: str, intro: str, folder: Path) -> list[Block]:
-    blocks: list[Block] = [Heading(title), Paragraph(intro)]
+def _grid_section(study: Study, grid: str, folder: Path) -> list[Block]:
+    """The results table (LSTM, ViT), the overlay and every run's learning curves of one grid."""
     runs = study.grid(grid)
     if not runs:
         missing = study.missing(grid)
-        return blocks + [Paragraph(f"No {GRID_TITLES[grid]} run was found"
-                                   + (f" (missing: {', '.join(missing)})." if missing else "."))]
-    if grid != "cnn":
-        blocks.append(results_table(study, grid))
+        return [Paragraph(f"No {GRID_TITLES[grid]} run was found"
+                          + (f" (missing: {', '.join(missing)})." if missing else "."))]
+    blocks: list[Block] = [results_table(study, grid)] if grid != "cnn" else []
     overlay = grid_overlay(study, grid, folder)
     blocks += [overlay] if overlay else []
     blocks += [run_curves(run, folder) for run in runs if run.epochs_completed]
@@ -105,17 +104,19 @@ def assemble(study: Study, found: list[Finding], figures: Path) -> list[Block]:
         blocks.append(Bullets([f"{GRID_TITLES[g]}: missing from the grid (never run): {', '.join(ids)}"
                                for g, ids in missing.items() if ids]))
     blocks += _findings_section(found)
-    blocks += _grid_section(study, "lstm", "Problem 1: LSTM language model on Wikitext-2", (
+    blocks += [Heading("Problem 1: LSTM language model on Wikitext-2"), Paragraph(
         "Perplexity is the exponential of the mean per-token negative log-likelihood (lower is better); the loss "
         "is that mean NLL in nats. Questions 3 and 4: learning curves of every configuration, and the choice for "
-        "wall-clock time and for generalization (Findings)."), figures)
-    blocks += _grid_section(study, "vit", "Problem 3: Vision Transformers on CIFAR-10", (
+        "wall-clock time and for generalization (Findings).")]
+    blocks += _grid_section(study, "lstm", figures)
+    blocks += [Heading("Problem 3: Vision Transformers on CIFAR-10"), Paragraph(
         "Accuracy on the 45,000 training, 5,000 validation and 10,000 test images (higher is better). Question 1: "
-        "learning curves over epochs and wall-clock time; question 2: the table of results."), figures)
+        "learning curves over epochs and wall-clock time; question 2: the table of results.")]
+    blocks += _grid_section(study, "vit", figures)
     blocks += [Heading("Comparison with CNNs (Problem 3 Q6)"), cnn_table(study)]
     if study.grid("cnn"):
-        blocks += _grid_section(study, "cnn", "Our CNN runs", "The CNN baselines trained by this project.",
-                                figures)[2:]
+        blocks += [Paragraph("Learning curves of the CNN baselines trained by this project.")]
+        blocks += _grid_section(study, "cnn", figures)
     blocks += [Heading("Overfitting (Problem 3 Q8)"), overfitting_table(study)]
     blocks += [Heading("Memory (Problem 3 Q7)"), memory_table(study)]
     blocks += [f for grid in ("lstm", "vit", "cnn") if (f := memory_bars(study, grid, figures))]

@@ -40,6 +40,7 @@ STYLE = {
     "savefig.dpi": DPI, "figure.dpi": 100,
 }
 TRAIN, VALID = "-", "--"
+MARKERS = "osD^vPX"  # one per configuration in the overlays, so that overlapping curves stay apart
 
 
 @dataclass
@@ -130,12 +131,19 @@ def _time_axis(ax, values: list[float], unit: str) -> None:
     ax.set_xlim(0, max([v for v in values if is_number(v)], default=1) * 1.05)
 
 
+class PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers (20,000 rather than 2e+04) on the ticks matplotlib chooses to label."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:,.6g}" if super().__call__(x, pos) else ""
+
+
 def _y_axis(ax, label: str, log: bool = False) -> None:
     ax.set_ylabel(label)
-    if log:  # plain numbers (200, 500, 1000) rather than powers of ten
+    if log:
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(LogFormatter())
-        ax.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))
+        ax.yaxis.set_major_formatter(PlainLogFormatter())
+        ax.yaxis.set_minor_formatter(PlainLogFormatter(minor_thresholds=(2, 0.5)))
 
 
 def _train_val(ax, run: RunView, x: list[float], key: str, metric: str) -> None:
@@ -197,8 +205,8 @@ def grid_overlay(study: Study, grid: str, folder: Path) -> Figure | None:
         style = "--" if run.experiment.get("block") == "postnorm" else "-"
         values = _scaled(run.series(f"val_{metric}"), metric)
         wall = [s / divisor for s in run.series("wall_seconds")]
-        top.plot(run.epochs, values, style, color=color, marker="o" if len(values) <= 20 else None,
-                 label=run.short_label + _status_note(run))
+        top.plot(run.epochs, values, style, color=color, marker=MARKERS[index % len(MARKERS)] if len(values) <= 20
+                 else None, label=run.short_label + _status_note(run))
         bottom.plot(wall, values, style, color=color)
         _mark_best(top, run, run.epochs, metric, color)
         _mark_best(bottom, run, wall, metric, color)

@@ -27,7 +27,10 @@ from replab.report.runs import (
 )
 from replab.report.tables import CNN_REFERENCE, best_vit
 
-GRIDS = ("lstm", "vit")
+STUDY_GRIDS = ("lstm", "vit")  # the grids of the specification's questions
+
+
+NEGLIGIBLE_PERPLEXITY = 0.01  # relative perplexity difference not called a difference (no noise estimate exists)
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Finding:
 def findings(study: Study) -> list[Finding]:
     """Every finding the runs support, in the report's order."""
     found = settings_findings(study)
-    for grid in GRIDS:
+    for grid in STUDY_GRIDS:
         found += choice_findings(study, grid) + optimizer_findings(study, grid)
     found += norm_findings(study) + cnn_findings(study) + memory_findings(study) + overfitting_findings(study)
     return found
@@ -73,13 +76,16 @@ def compare(a: RunView, b: RunView) -> str:
     text = fmt_diff(difference, a.metric)
     if a.metric != "accuracy":
         text += f" ({difference / b.best_val:+.1%})"
+    if a.metric != "accuracy" and abs(difference / b.best_val) < NEGLIGIBLE_PERPLEXITY:
+        return text + (f": below {NEGLIGIBLE_PERPLEXITY:.0%}, too small to separate {a.id} and {b.id} with one seed "
+                       "per configuration")
     margin = noise(a, b)
     if margin is not None and abs(difference) <= margin:
         return text + (f", within the sampling noise of ±{margin * 100:.2f} pp (2 standard errors on "
                        f"{a.validation_size:,} validation images): the data do not separate {a.id} and {b.id}")
-    winner = a if (difference > 0) == a.higher_is_better else b
     if difference == 0:
         return text + ": equal"
+    winner = a if (difference > 0) == a.higher_is_better else b
     detail = f", beyond the sampling noise of ±{margin * 100:.2f} pp" if margin is not None else ""
     return text + f": {winner.id} better{detail}"
 
@@ -323,13 +329,9 @@ def _depth_memory(topic: str, runs: list[RunView]) -> list[Finding]:
 
 
 # ------------------------------------------------------------------------------------------------ overfitting
-def _gap_value(run: RunView) -> str:
-    return fmt_diff(run.gap, run.metric)
-
-
 def _gap_text(run: RunView) -> str:
     return (f"{run.id} (train {fmt_metric(run.final(f'train_{run.metric}'), run.metric)}, validation "
-            f"{fmt_metric(run.final(f'val_{run.metric}'), run.metric)}, gap {_gap_value(run)})")
+            f"{fmt_metric(run.final(f'val_{run.metric}'), run.metric)}, gap {run.gap_text})")
 
 
 def overfitting_findings(study: Study) -> list[Finding]:
@@ -386,6 +388,6 @@ def _classes(topic: str, runs: list[RunView]) -> list[Finding]:
         if len(vary) < 2 or group[0].task == "cnn":
             continue
         ranked = sorted(group, key=lambda r: r.gap, reverse=True)
-        listing = ", ".join(f"{r.id} ({r.configuration}) {_gap_value(r)}" for r in ranked)
+        listing = ", ".join(f"{r.id} ({r.configuration}) {r.gap_text.split(' (')[0]}" for r in ranked)
         found.append(Finding(topic, f"Final train-validation gap by {name}, largest first: {listing}."))
     return found

@@ -42,12 +42,9 @@ def scale(value: float | None, metric: str) -> float | None:
     return value * 100 if metric == "accuracy" else value
 
 
-def fmt_metric(value: float | None, metric: str, sign: bool = False) -> str:
+def fmt_metric(value: float | None, metric: str) -> str:
     shown = scale(value, metric)
-    if shown is None:
-        return "—"
-    text = f"{shown:+.2f}" if sign else f"{shown:.2f}"
-    return text + ("%" if metric == "accuracy" and not sign else "")
+    return "—" if shown is None else f"{shown:.2f}" + ("%" if metric == "accuracy" else "")
 
 
 def fmt_diff(difference: float, metric: str) -> str:
@@ -204,7 +201,9 @@ class RunView:
 
     @property
     def reason(self) -> str | None:
-        return self.record.summary.get("reason")
+        """Why an unfinished run stopped (shortened to one line)."""
+        reason = self.record.summary.get("reason")
+        return None if not reason else reason if len(reason) <= 100 else reason[:99].rstrip() + "…"
 
     # -- curves ---------------------------------------------------------------------------------------
     def series(self, key: str) -> list[float]:
@@ -263,16 +262,29 @@ class RunView:
 
     @property
     def gap(self) -> float | None:
-        """Final train score minus final validation score, signed so that positive means "train is better"."""
-        train, val = self.final(f"train_{self.metric}"), self.final(f"val_{self.metric}")
-        if train is None or val is None:
-            return None
-        return train - val if self.higher_is_better else val - train
+        """How much better the model does on its training data at the last epoch (positive: overfitting side).
+
+        Accuracy: train minus validation accuracy. Perplexity: validation minus training loss in nats, i.e. the log
+        of the ratio of the perplexities, which compares runs at different perplexity levels.
+        """
+        if self.metric != "accuracy":
+            return self.loss_gap
+        train, val = self.final("train_accuracy"), self.final("val_accuracy")
+        return None if train is None or val is None else train - val
 
     @property
     def loss_gap(self) -> float | None:
         train, val = self.final("train_loss"), self.final("val_loss")
         return None if train is None or val is None else val - train
+
+    @property
+    def gap_text(self) -> str:
+        """E.g. ``+2.00 pp`` or ``+0.405 nats (validation perplexity ×1.50 the training one)``."""
+        if self.gap is None:
+            return "—"
+        if self.metric == "accuracy":
+            return f"{self.gap * 100:+.2f} pp"
+        return f"{self.gap:+.3f} nats (validation perplexity ×{math.exp(self.gap):.2f} the training one)"
 
     @property
     def epochs_since_peak(self) -> int | None:

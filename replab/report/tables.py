@@ -32,7 +32,7 @@ CNN_REFERENCE = {
 LATEX_REPLACEMENTS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---", "–": "--", "≤": r"$\leq$", "×": r"$\times$",
-    "±": r"$\pm$", "†": r"\textsuperscript{\dag}", "↓": r"$\downarrow$", "↑": r"$\uparrow$",
+    "±": r"$\pm$", "…": r"\ldots{}", "\n": " ",
 }
 
 
@@ -177,20 +177,20 @@ def overfitting_table(study: Study) -> Table:
     rows = []
     for run in [r for grid in ("lstm", "vit", "cnn") for r in study.grid(grid) if r.epochs_completed]:
         metric = run.metric
-        gap = scale(run.gap, metric)
         rows.append([
             run.key, run.status_text, _plain(run.final(f"train_{metric}"), metric),
             _plain(run.final(f"val_{metric}"), metric),
-            f"{gap:+.2f} {'pp' if metric == 'accuracy' else 'PPL'}" if gap is not None else "—",
+            run.gap_text.split(" (")[0],
             f"{run.loss_gap:+.3f}" if is_number(run.loss_gap) else "—",
             f"{run.best_epoch} / {run.epochs[-1]}" if run.best_epoch else "—",
             str(run.epochs_since_peak) if run.epochs_since_peak is not None else "—",
             _plain(run.test("test_best"), metric), _plain(run.test("test_final"), metric),
         ])
     caption = ("Overfitting at the end of training. Train, Val: training and validation score of the last epoch "
-               "(accuracy in %, LSTM: perplexity); Gap: train score minus validation score for accuracy (pp: "
-               "percentage points), validation minus train perplexity for the LSTM (positive: better on the "
-               "training data); Loss gap: validation minus training loss; Peak / last: epoch of the best "
+               "(accuracy in %, LSTM: perplexity); Gap: train minus validation accuracy (pp: percentage points), "
+               "for the LSTM validation minus training loss in nats (the log of the ratio of the perplexities); "
+               "positive: better on the training data; Loss gap: validation minus training loss; Peak / last: "
+               "epoch of the best "
                "validation score and last epoch; Since peak: epochs trained after the validation peak; Test "
                "(best), Test (last): test score of the best-validation checkpoint and of the last epoch.")
     columns = ["Run", "Status", "Train", "Val", "Gap", "Loss gap", "Peak / last", "Since peak", "Test (best)",

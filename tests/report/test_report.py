@@ -211,3 +211,17 @@ def test_html_images_decode_in_headless_chromium(report, tmp_path):
     match = re.search(r"image-check (\d+) (\d+)", result.stdout)
     assert match, result.stderr[-2000:]
     assert match.group(1) == match.group(2) == "16"
+
+
+def test_report_of_a_missing_folder_is_a_usage_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "absent"), "--out", str(tmp_path / "report")]) == 2
+    assert "no such runs folder" in capsys.readouterr().err
+
+
+def test_perplexity_differences_below_one_percent_are_not_called(tmp_path):
+    write_run(tmp_path, "lstm-1", [300.0, 180.0], [400.0, 120.0])
+    write_run(tmp_path, "lstm-2", [300.0, 180.5], [400.0, 121.0])
+    study = load_study([tmp_path])
+    text = finding_texts(study, "configurations 1-4")
+    assert "too small to separate lstm-2 and lstm-1" in text and "better" not in text
+    assert "gap +0.405 nats (validation perplexity ×1.50 the training one)" in finding_texts(study, "overfitting")
