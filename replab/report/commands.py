@@ -20,7 +20,7 @@
     ``--quick`` (default DIR ``reproduce-quick``) shows the whole system end to end on a laptop CPU in about ten
     minutes, with the profile ``QUICK`` below: every configuration for 2 epochs; the LSTM on 2 training
     batches and 1 evaluation batch per epoch (an LSTM step takes a few seconds on a CPU: the 40k-word output
-    layer dominates), the ViT on 20 training and 5 evaluation batches, the CNNs (``--with-cnn``) on 10 and 5.
+    layer dominates), the ViT on 10 training and 3 evaluation batches, the CNNs (``--with-cnn``) on 10 and 5.
     Its numbers demonstrate the pipeline, not the specification's results, and the report says so. Quick and
     full runs never mix: DIR records its profile in ``reproduce.json`` and a different profile is refused.
     The environment variable ``REPLAB_QUICK_PROFILE`` (JSON; for tests) overrides the quick profile's fields
@@ -63,7 +63,7 @@ class Profile:
 FULL = Profile("full", {grid: GridProfile() for grid in ("lstm", "vit", "cnn")})
 QUICK = Profile("quick", {
     "lstm": GridProfile(epochs=2, limit_train_batches=2, limit_eval_batches=1),
-    "vit": GridProfile(epochs=2, limit_train_batches=20, limit_eval_batches=5),
+    "vit": GridProfile(epochs=2, limit_train_batches=10, limit_eval_batches=3),
     "cnn": GridProfile(epochs=2, limit_train_batches=10, limit_eval_batches=5),
 })
 
