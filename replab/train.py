@@ -130,6 +130,9 @@ class Trainer:
 
     def _check_amp(self) -> None:
         amp = self.settings.amp
+        if amp == "bf16" and self.device.type == "cpu" and "AVX512" not in torch.backends.cpu.get_cpu_capability():
+            log.warning("this CPU runs PyTorch at %s, without native bf16 instructions: bf16 autocast is emulated "
+                        "and much slower than fp32 here (use --amp none)", torch.backends.cpu.get_cpu_capability())
         if amp == "fp16" and self.device.type != "cuda":
             raise RunError("--amp fp16 needs a CUDA device (use --amp bf16 on the CPU)")
         if amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
