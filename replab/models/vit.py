@@ -165,11 +165,8 @@ def _feed_forward(embed_dim: int, hidden_dim: int, dropout: float) -> nn.Sequent
     )
 
 
-class PostNormAttentionBlock(nn.Module):
-    """Transformer block with the normalisation after each residual sum (Vaswani et al., 2017).
-
-    ``a = LN1(x + attn(x)); out = LN2(a + linear(a))``.
-    """
+class _AttentionBlock(nn.Module):
+    """The submodules both block kinds share: ``layer_norm_1``, ``attn``, ``layer_norm_2``, ``linear``."""
 
     def __init__(self, embed_dim, hidden_dim, num_heads, sequence_length, dropout=0.0, attention="primitive"):
         super().__init__()
@@ -177,6 +174,13 @@ class PostNormAttentionBlock(nn.Module):
         self.attn = MultiHeadedAttention(embed_dim // num_heads, num_heads, sequence_length, attention)
         self.layer_norm_2 = LayerNorm(embed_dim)
         self.linear = _feed_forward(embed_dim, hidden_dim, dropout)
+
+
+class PostNormAttentionBlock(_AttentionBlock):
+    """Transformer block with the normalisation after each residual sum (Vaswani et al., 2017).
+
+    ``a = LN1(x + attn(x)); out = LN2(a + linear(a))``.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, E) -> (B, T, E)."""
@@ -184,18 +188,11 @@ class PostNormAttentionBlock(nn.Module):
         return self.layer_norm_2(x + self.linear(x))
 
 
-class PreNormAttentionBlock(nn.Module):
+class PreNormAttentionBlock(_AttentionBlock):
     """Transformer block with the normalisation inside each residual branch (Xiong et al., 2020).
 
     ``h = x + attn(LN1(x)); out = h + linear(LN2(h))``.
     """
-
-    def __init__(self, embed_dim, hidden_dim, num_heads, sequence_length, dropout=0.0, attention="primitive"):
-        super().__init__()
-        self.layer_norm_1 = LayerNorm(embed_dim)
-        self.attn = MultiHeadedAttention(embed_dim // num_heads, num_heads, sequence_length, attention)
-        self.layer_norm_2 = LayerNorm(embed_dim)
-        self.linear = _feed_forward(embed_dim, hidden_dim, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, E) -> (B, T, E)."""
