@@ -26,6 +26,11 @@ training = 3x the forward products (one forward, two backward products), except 
 needs no gradient (2x). ``fraction of GEMM-bound`` = (FLOPs / step time) / measured peak, i.e. the step time
 the products alone would need at the peak, divided by the measured step time.
 
+Eager modes also time ``ModelProducts``: the step's own matrix products alone, same shapes. Its time over the
+step time (``fraction_of_model_products_bound``) is the share of the step spent in products; its FLOP rate over
+the square product's (``model_products_fraction_of_peak``) is how close products of these (small) shapes get to
+the peak at all, the ceiling of ``fraction_of_gemm_bound``.
+
 On a CPU without bf16 matrix instructions (no AVX512-BF16 / AMX) bf16 products run a slow fallback; when the
 bf16 product peak measures under half the fp32 one, the bf16 modes are skipped and reported as such
 (``--force-bf16`` runs them anyway). The targets were set for a 2-core CPU; they are evaluated on any device.
@@ -135,6 +140,55 @@ def training_flops(config, batch_size: int, image_size: int = 32) -> float:
     """FLOPs of one training step: 3x the forward products, 2x for the patch embedding (no input gradient)."""
     f = forward_flops(config, batch_size, image_size)
     return 2.0 * f["patch_embedding"] + 3.0 * (f["blocks"] + f["head"])
+
+
+class ModelProducts:
+    """The matrix products of one training step, alone: every one the step runs, with the step's shapes.
+
+    Per block: the four linear layers' forward product, input gradient and weight gradient ((B*T, in) x (in, out)
+    and the two transposed products), and attention's six batched products over (B*H, T, D) (Q K^T and A V
+    forward, two of each backward); plus the patch embedding (forward and weight gradient) and the head.
+    Timed like a step, it is the time the step's products need at these shapes: ``step time / this`` says how
+    much of the step is spent outside the products, independently of how far small products are from the peak
+    of a large square one.
+    """
+
+    def __init__(self, config, batch_size: int, device: torch.device, dtype: torch.dtype):
+        n = (32 // config.patch_size) ** 2
+        t, e, hd, h = n + 1, config.embed_dim, config.hidden_dim, config.num_heads
+        m = batch_size * t
+        self.layers = config.num_layers
+        make = lambda *shape: torch.randn(*shape, device=device, dtype=dtype)  # noqa: E731
+        self.linears = [(make(m, i), make(o, i), make(m, o)) for i, o in ((e, 3 * e), (e, e), (e, hd), (hd, e))]
+        patch_dim = config.num_channels * config.patch_size**2
+        self.patch = (make(batch_size * n, patch_dim), make(e, patch_dim), make(batch_size * n, e))
+        self.head = (make(batch_size, e), make(config.num_classes, e), make(batch_size, config.num_classes))
+        bh, d = batch_size * h, e // h
+        self.q, self.k, self.a = make(bh, t, d), make(bh, t, d), make(bh, t, t)
+        linear = lambda x, w, products: products * 2 * x.shape[0] * x.shape[1] * w.shape[0]  # noqa: E731
+        self.flops = (linear(*self.patch[:2], 2) + linear(*self.head[:2], 3)
+                      + self.layers * (sum(linear(x, w, 3) for x, w, _ in self.linears) + 6 * 2 * bh * t * t * d))
+
+    @staticmethod
+    def _linear(x, w, g, input_grad=True):
+        torch.mm(x, w.t())
+        if input_grad:
+            torch.mm(g, w)
+        torch.mm(g.t(), x)
+
+    def __call__(self) -> None:
+        self._linear(*self.patch, input_grad=False)
+        for _ in range(self.layers):
+            for x, w, g in self.linears:
+                self._linear(x, w, g)
+            q, k, a = self.q, self.k, self.a
+            torch.bmm(q, k.transpose(1, 2))  # scores
+            torch.bmm(a, k)  # A V
+            torch.bmm(a.transpose(1, 2), q)  # dV
+            torch.bmm(q, k.transpose(1, 2))  # dA = dO V^T
+            torch.bmm(a, k)  # dQ
+            torch.bmm(a.transpose(1, 2), q)  # dK
+        self._linear(*self.head)
 
 
 def check_reference(ours: VisionTransformer, reference: ReferenceViT, device: torch.device) -> float:
@@ -253,8 +307,18 @@ def run(args: argparse.Namespace) -> dict:
             continue
         entry["first_call_s"] = first_call
         log(f"{mode}: timing {args.repeats} rounds after {args.warmup} warm-up calls")
-        seconds = interleaved({**steps, "gemm_peak": peaks[precision]}, device, args.repeats, args.warmup, log)
+        contestants = {**steps, "gemm_peak": peaks[precision]}
+        if not compiled:
+            contestants["model_products"] = ModelProducts(config, batch, device,
+                                                          amp_dtype or torch.float32)
+        seconds = interleaved(contestants, device, args.repeats, args.warmup, log)
         peak_rates = [peaks[precision].flops / s for s in seconds["gemm_peak"]]
+        if not compiled:
+            entry["fraction_of_model_products_bound"] = {
+                k: median(paired(seconds["model_products"], seconds[k], lambda g, s: g / s)) for k in steps
+            }
+            entry["model_products_fraction_of_peak"] = median(paired(seconds["model_products"], peak_rates,
+                                                                     lambda g, p: flops / g / p))
         entry.update({
             "status": "ok",
             "images_per_s": {k: batch / median(seconds[k]) for k in steps},
@@ -321,19 +385,24 @@ def report(payload: dict) -> None:
     rows, notes = [], []
     for mode, entry in payload["results"].items():
         if entry.get("status") != "ok":
-            rows.append([mode, entry.get("status", "").split(":")[0], None, None, None, None, None])
+            rows.append([mode, entry.get("status", "").split(":")[0], None, None, None, None, None, None, None])
             notes.append(f"{mode}: {entry.get('status')}")
             continue
         ips, frac = entry["images_per_s"], entry["fraction_of_gemm_bound"]
+        products = entry.get("fraction_of_model_products_bound")
         rows.append([mode, ips["replab"], ips["reference"], entry["ratio_replab_over_reference"],
                      entry["achieved_flops_per_s"]["replab"] / 1e9, entry["gemm_peak_flops_per_s"] / 1e9,
-                     f"{frac['replab']:.1%} / {frac['reference']:.1%}"])
+                     f"{frac['replab']:.1%} / {frac['reference']:.1%}",
+                     f"{entry['model_products_fraction_of_peak']:.1%}" if products else "-",
+                     f"{products['replab']:.1%} / {products['reference']:.1%}" if products else "-"])
     s = payload["settings"]
     print_table(f"ViT training step (batch {s['batch_size']}, {s['model']['num_layers']} layers, "
                 f"{payload['parameters']['replab']:,} parameters, {payload['flops_per_step'] / 1e9:.1f} GFLOP/step, "
                 f"device {s['device']}, {s['threads']} threads)",
                 ["mode", "replab img/s", "reference img/s", "ratio", "replab GFLOP/s", "GEMM peak GFLOP/s",
-                 "GEMM-bound replab / ref"], rows)
+                 "GEMM-bound replab / ref", "products alone", "products-bound replab / ref"], rows)
+    print("GEMM-bound: (step FLOPs / step time) / square-product peak; products alone: the step's own products "
+          "timed alone, as a fraction of that peak; products-bound: their time / the step time")
     for note in notes:
         print(note)
     for precision, rec in payload["recommended_default"].items():

@@ -77,6 +77,13 @@ def test_vit_flop_count_of_the_spec_model():
                                                           + 3 * (6 * per_block + forward["head"]))
 
 
+def test_model_products_are_the_counted_flops():
+    config = VisionTransformer(embed_dim=32, hidden_dim=64, num_heads=4, num_layers=2).config
+    products = vit_step.ModelProducts(config, 3, torch.device("cpu"), torch.float32)
+    assert products.flops == vit_step.training_flops(config, 3)
+    products()
+
+
 def test_reference_vit_is_the_same_network():
     torch.manual_seed(0)
     ours = VisionTransformer(embed_dim=32, hidden_dim=64, num_heads=4, num_layers=2)

@@ -123,7 +123,7 @@ class MultiHeadedAttention(nn.Module):
         queries, keys: (B, H, T, D) -> attention weights (B, H, T, T), each row summing to 1.
         """
         scores = torch.matmul(queries * (1.0 / math.sqrt(queries.shape[-1])), keys.transpose(-2, -1))
-        return torch.softmax(scores.float(), dim=-1).to(queries.dtype)
+        return torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)  # float32 inside, one pass
 
     def apply_attention(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """The heads ``h_i = A_i v_i``, concatenated.

@@ -260,6 +260,22 @@ def test_fused_nll_bf16_autocast_close_to_the_autocast_reference():
         torch.testing.assert_close(a, b, atol=0.05 * b.abs().max().item(), rtol=0.02)
 
 
+@pytest.mark.parametrize("gap", [50.0, 80.0, 120.0, 500.0])
+def test_fused_nll_is_exact_when_the_target_probability_underflows(gap):
+    """Targets far below the best logit (softmax underflows to 0 in float32) still get the exact, finite NLL."""
+    x = torch.eye(4, 6, requires_grad=True)
+    w = torch.zeros(7, 6)
+    w[0, :4] = gap  # every row's logit of token 0 is `gap` above the others
+    t = torch.tensor([3, 0, 5, 6])
+    expected = -torch.log_softmax(x @ w.T, -1).gather(1, t[:, None]).squeeze(1)
+    got = fused_linear_nll(x, w, t, chunk_rows=3)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected)
+    (grad,) = torch.autograd.grad(got.sum(), [x])
+    (expected_grad,) = torch.autograd.grad(expected.sum(), [x])
+    torch.testing.assert_close(grad, expected_grad)
+
+
 def test_fused_nll_rejects_bad_shapes():
     with pytest.raises(ValueError, match="features"):
         fused_linear_nll(torch.randn(3, 4), torch.randn(5, 6), torch.zeros(3, dtype=torch.long))

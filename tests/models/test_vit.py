@@ -335,3 +335,20 @@ def test_vision_transformer_gradients_match_reference(block):
     torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
     for name, grad, expected in zip(names, grads, ref_grads, strict=True):
         torch.testing.assert_close(grad, expected, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_attention_weights_in_bf16_are_the_float32_softmax_rounded():
+    attn = MultiHeadedAttention(8, 2, 5)
+    q = torch.randn(2, 2, 5, 8).bfloat16().requires_grad_()
+    k = torch.randn(2, 2, 5, 8).bfloat16().requires_grad_()
+    with forbidden_builtins():
+        weights = attn.get_attention_weights(q, k)
+    scores = torch.matmul(q * (1.0 / math.sqrt(8)), k.transpose(-2, -1))
+    expected = torch.softmax(scores.float(), dim=-1).to(torch.bfloat16)
+    assert weights.dtype == torch.bfloat16
+    torch.testing.assert_close(weights, expected, atol=0, rtol=0)
+    g = torch.randn_like(weights)
+    got = torch.autograd.grad(weights, [q, k], g)
+    want = torch.autograd.grad(expected, [q, k], g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
