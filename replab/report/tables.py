@@ -18,7 +18,6 @@ from replab.report.runs import (
     fmt_metric,
     fmt_mib,
     is_number,
-    scale,
 )
 
 # The specification's reference CNNs (Problem 3, question 6): validation %, test %, parameters.
