@@ -311,7 +311,12 @@ def run(args: argparse.Namespace) -> dict:
         if not compiled:
             contestants["model_products"] = ModelProducts(config, batch, device,
                                                           amp_dtype or torch.float32)
-        seconds = interleaved(contestants, device, args.repeats, args.warmup, log)
+        try:
+            seconds = interleaved(contestants, device, args.repeats, args.warmup, log)
+        except Exception as error:  # e.g. a recompilation failing after the first call
+            entry["status"] = f"failed while timing: {first_line(error)}"
+            log(f"{mode}: {entry['status']}")
+            continue
         peak_rates = [peaks[precision].flops / s for s in seconds["gemm_peak"]]
         if not compiled:
             entry["fraction_of_model_products_bound"] = {

@@ -199,18 +199,20 @@ class _FusedLinearNLL(torch.autograd.Function):
             count = n if rows is None else rows.numel()
             size = min(chunk, count)
             logits = x.new_empty(size, w.shape[0])
-            same = compute_dtype == torch.float32
-            log_probas = logits if same else logits.new_empty(logits.shape, dtype=torch.float32)
+            # float32 on the CPU: the softmax overwrites the logits in place (the kernel reads each row before
+            # writing it; tested); elsewhere, or from another dtype, into its own float32 buffer
+            in_place = compute_dtype == torch.float32 and x.device.type == "cpu"
+            softmax = logits if in_place else logits.new_empty(logits.shape, dtype=torch.float32)
             for start in range(0, count, chunk):
                 stop = min(start + chunk, count)
                 index = slice(start, stop) if rows is None else rows[start:stop]
                 xc, tc = x[index], targets[index].unsqueeze(1)
                 m = stop - start
-                lc, lp = logits[:m], log_probas[:m]
+                lc, sc = logits[:m], softmax[:m]
                 torch.mm(xc, w.t(), out=lc)
                 if need_w:  # the target's logit, before the softmax overwrites float32 logits in place
                     target_logits = lc.gather(1, tc).squeeze(1).float()
-                probas = torch.softmax(lc, -1, dtype=torch.float32, out=lp)
+                probas = torch.softmax(lc, -1, dtype=torch.float32, out=sc)
                 nll_c = probas.gather(1, tc).squeeze(1).log_().neg_()
                 tiny = nll_c > _UNDERFLOW_NLL  # target probability (nearly) underflowed: recompute those rows
                 if tiny.any():
