@@ -17,7 +17,7 @@ TINY = {"epochs": 1, "batch_size": 16, "limit_train_batches": 1, "limit_eval_bat
 
 def test_quick_profile_is_small_and_overridable(monkeypatch):
     assert {grid: p.epochs for grid, p in QUICK.grids.items()} == {"lstm": 2, "vit": 2, "cnn": 2}
-    assert QUICK.grids["lstm"].limit_train_batches == 2 and QUICK.grids["vit"].limit_train_batches == 20
+    assert QUICK.grids["lstm"].limit_train_batches == 2 and QUICK.grids["vit"].limit_train_batches == 10
     monkeypatch.setenv(QUICK_PROFILE_ENV, json.dumps(TINY))
     profile = quick_profile()
     assert profile.experiments == ("vit-1", "vit-7")
