@@ -30,7 +30,7 @@ def replab_process(out: Path, *argv: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for_epochs(run: RunDir, epochs: int, process: subprocess.Popen, timeout: float = 180) -> None:
+def wait_for_epochs(run: RunDir, epochs: int, process: subprocess.Popen, timeout: float = 900) -> None:
     deadline = time.time() + timeout
     while len(run.read_metrics()) < epochs:
         assert process.poll() is None, process.communicate()[0]
@@ -141,7 +141,7 @@ def test_ctrl_c_ends_cleanly_with_exit_130_then_resumes(tmp_path):
     process = replab_process(tmp_path, *args)
     wait_for_epochs(run, 1, process)
     process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=900)
     assert process.returncode == 130, output
     summary = run.read_summary()
     assert summary["status"] == "interrupted" and "--resume" in summary["reason"]
