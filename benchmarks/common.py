@@ -217,6 +217,10 @@ def machine_info(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         "cpu_bf16_instructions": sorted({"avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2"} & flags),
         "load_average_start": _load_average(),
+        # OpenMP's wait policy decides how a 2-core machine shared with other processes behaves: spinning
+        # threads (the default) lose whole time slices when oversubscribed; PASSIVE lets them sleep
+        "environment_variables": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+                                                                  "GOMP_SPINCOUNT", "MKL_NUM_THREADS")},
     })
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
