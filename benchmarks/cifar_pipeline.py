@@ -18,7 +18,8 @@ Contestants, each producing normalised float32 (B, 3, 32, 32) training batches w
   is then moved to the device (pinned memory on CUDA).
 
 Each round times ``--batches`` batches of replab, ``--reference-batches`` batches of the reference (both from
-iterators that keep running across rounds, restarting at the end of an epoch) and one training step of
+iterators that keep running across rounds, restarting at the end of an epoch; with workers, the batches they
+prefetched while other contestants ran are drained untimed before each timed call) and one training step of
 ``VisionTransformer(num_layers=2)`` (batch B, AdamW, fp32), interleaved. Reported: images/s of both pipelines,
 their ratio, and the pipeline's time per batch as a share of the ViT-2 step.
 
@@ -134,13 +135,24 @@ def endless(make_iterable, device: torch.device):
             yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
-def pull(iterator, count: int):
-    def run():
-        for _ in range(count):
-            images, _ = next(iterator)
-        return images
+class Pull:
+    """Takes ``count`` batches from ``iterator`` per call. ``drain`` batches are taken untimed first (``prepare``):
+    a DataLoader's worker processes keep filling their prefetch queue while other contestants run, and batches
+    made in that background time must not count as made during the timed call."""
 
-    return run
+    def __init__(self, iterator, count: int, drain: int = 0):
+        self.iterator, self.count, self.drain = iterator, count, drain
+        if drain:
+            self.prepare = self._drain
+
+    def _drain(self) -> None:
+        for _ in range(self.drain):
+            next(self.iterator)
+
+    def __call__(self):
+        for _ in range(self.count):
+            images, _ = next(self.iterator)
+        return images
 
 
 def load_split(args, device: torch.device) -> tuple[ImageSplit, str]:
@@ -182,7 +194,8 @@ def make_vit_step(batch: int, device: torch.device, quick: bool):
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser(NAME, __doc__.split("\n\n")[0], batch_size=128, repeats=5, warmup=1)
     parser.add_argument("--batches", type=int, default=20, help="replab batches per round (default 20)")
-    parser.add_argument("--reference-batches", type=int, default=4, help="reference batches per round (default 4)")
+    parser.add_argument("--reference-batches", type=int, default=None,
+                        help="reference batches per round (default 4; 20 with --workers, for a steady state)")
     parser.add_argument("--workers", type=int, default=0,
                         help="DataLoader worker processes of the reference (default 0: in the main process)")
     parser.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
@@ -194,7 +207,8 @@ def run(args: argparse.Namespace) -> dict:
     resolve_common(args)
     device = pick_device(args.device)
     batch = args.batch_size
-    ours_batches, ref_batches = args.batches, args.reference_batches
+    ours_batches = args.batches
+    ref_batches = args.reference_batches or (20 if args.workers else 4)
     if args.quick:
         batch, ours_batches, ref_batches = min(batch, 32), min(ours_batches, 2), min(ref_batches, 1)
     if ours_batches < 1 or ref_batches < 1 or args.workers < 0:
@@ -210,8 +224,8 @@ def run(args: argparse.Namespace) -> dict:
     ours = endless(lambda: replab_batches, device)
     reference = endless(lambda: loader, device)
     contestants = {
-        "replab": pull(ours, ours_batches),
-        "reference": pull(reference, ref_batches),
+        "replab": Pull(ours, ours_batches),
+        "reference": Pull(reference, ref_batches, drain=args.workers * loader.prefetch_factor if args.workers else 0),
         "vit2_step": make_vit_step(batch, device, args.quick),
     }
     log(f"timing {args.repeats} rounds ({ours_batches} replab batches, {ref_batches} reference batches, one ViT-2 "

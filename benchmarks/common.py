@@ -111,7 +111,8 @@ def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, repe
                 progress: Callable[[str], None] | None = None) -> dict[str, list[float]]:
     """Time every function ``repeats`` times, round by round, after ``warmup`` untimed calls of each.
 
-    Round ``r`` calls the functions in the order rotated by ``r``. Returns the seconds of every round, per name.
+    Round ``r`` calls the functions in the order rotated by ``r``; a function with a ``prepare`` attribute has it
+    called, untimed, right before each timed call. Returns the seconds of every round, per name.
     """
     names = list(fns)
     for _ in range(warmup):
@@ -122,6 +123,9 @@ def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, repe
     for r in range(repeats):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
+            prepare = getattr(fns[name], "prepare", None)
+            if prepare is not None:
+                prepare()
             seconds[name].append(time_call(fns[name], device))
         if progress:
             progress(f"round {r + 1}/{repeats}: " + ", ".join(f"{n} {seconds[n][-1]:.3f}s" for n in names))

@@ -165,6 +165,18 @@ def test_interleaved_rotates_the_order_and_times_every_round():
     assert all(len(v) == 3 and all(s >= 0 for s in v) for v in seconds.values())
 
 
+def test_pull_drains_prefetched_batches_untimed():
+    batches = iter(range(100))
+    source = ((torch.zeros(1), n) for n in batches)
+    pull = cifar_pipeline.Pull(source, count=3, drain=2)
+    calls = []
+    seconds = common.interleaved({"pull": pull, "mark": lambda: calls.append(next(batches))}, torch.device("cpu"),
+                                 repeats=2, warmup=0)
+    assert len(seconds["pull"]) == 2
+    # round 1: drain 2 + pull 3 (0..4), mark takes 5; round 2 (rotated): mark takes 6, drain 7, 8, pull 9..11
+    assert calls == [5, 6] and next(batches) == 12
+
+
 def test_gemm_peak_and_helpers():
     peak = common.GemmPeak(torch.device("cpu"), torch.float32, size=64, min_seconds=0.0)
     assert peak.size == 64 and peak.inner == 1 and peak.flops == 2 * 64**3
