@@ -50,9 +50,9 @@ from benchmarks.common import (
     print_table,
     print_targets,
     resolve_common,
+    run_main,
     target_row,
     timing_summary,
-    write_json,
 )
 from replab.data.cifar10 import CLASSES, MEAN, STD, ImageBatches, ImageSplit
 from replab.models.vit import VisionTransformer
@@ -280,12 +280,7 @@ def report(payload: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    payload = run(args)
-    report(payload)
-    path = write_json(args.out, payload)
-    print(f"\nwrote {path}")
-    return 0
+    return run_main(build_parser, run, report, argv)
 
 
 if __name__ == "__main__":

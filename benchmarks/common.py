@@ -10,7 +10,6 @@ machine's load cancel out; nothing is ever compared across runs.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -21,17 +20,14 @@ from pathlib import Path
 
 import torch
 
+from replab.cli import _positive_int
+from replab.runlog import atomic_write_json
+from replab.system import synchronize
+
 DEFAULT_OUT_DIR = Path("bench-results")
 
 
 # ------------------------------------------------------------------------------------------------ options
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -83,13 +79,6 @@ def pick_device(name: str) -> torch.device:
 
 
 # ------------------------------------------------------------------------------------------------- timing
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def time_call(fn: Callable[[], object], device: torch.device) -> float:
     """Seconds one call of ``fn`` takes on ``device`` (CUDA: events, after synchronising)."""
     if device.type == "cuda":
@@ -289,26 +278,21 @@ def print_targets(targets: list[dict]) -> None:
     print_table("Targets", ["metric", "value", "target", "status", "note"], rows)
 
 
-def _clean(value):
-    """JSON-safe: NaN and infinities become null, tuples lists, dtypes and devices strings."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (torch.dtype, torch.device, Path)):
-        return str(value)
-    return value
-
-
 def write_json(path: str | os.PathLike, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(_clean(payload), indent=2, allow_nan=False) + "\n")
-    os.replace(temporary, path)
-    return path
+    """The payload as JSON, written atomically (NaN and infinities become null)."""
+    atomic_write_json(Path(path), payload)
+    return Path(path)
+
+
+def run_main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], dict],
+             report: Callable[[dict], None], argv: list[str] | None = None) -> int:
+    """The ``main`` of every benchmark: parse, run, print the table, write the JSON."""
+    args = build_parser().parse_args(argv)
+    payload = run(args)
+    report(payload)
+    path = write_json(args.out, payload)
+    print(f"\nwrote {path}")
+    return 0
 
 
 def first_line(error: BaseException) -> str:

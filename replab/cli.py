@@ -152,9 +152,7 @@ def _train_one(experiment, settings) -> int:
 
     try:
         summary = train(experiment, settings)
-    except RunError as error:
-        raise UsageError(str(error)) from None
-    except ValueError as error:
+    except (RunError, ValueError) as error:
         raise UsageError(str(error)) from None
     status = summary.get("status")
     best = summary.get("best_val")

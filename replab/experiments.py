@@ -48,16 +48,6 @@ class Experiment:
     # CNN
     architecture: str = ""
 
-    @property
-    def number(self) -> int:
-        """The experiment number of the specification's runner scripts (``vit-3`` -> 3); 0 for CNNs."""
-        suffix = self.id.rsplit("-", 1)[-1]
-        return int(suffix) if suffix.isdigit() else 0
-
-    @property
-    def grid(self) -> str:
-        return self.task
-
     def resolved(self) -> Experiment:
         """Fill weight decay and momentum from the optimizer's rule, and check every field."""
         weight_decay = self.weight_decay

@@ -19,11 +19,9 @@ from typing import Any
 
 import torch
 
-STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
-
 
 def _json_default(value):
-    if isinstance(value, Path):
+    if isinstance(value, Path | torch.dtype | torch.device):
         return str(value)
     if isinstance(value, tuple | set):
         return list(value)
@@ -37,7 +35,7 @@ def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     return value

@@ -37,9 +37,6 @@ from replab.tasks import Task, make_task
 
 log = logging.getLogger("replab.train")
 
-EXIT_INTERRUPTED = 130
-
-
 class RunError(Exception):
     """A run cannot start (bad input, missing data, existing run): one line for the user, exit code 2."""
 
@@ -87,13 +84,6 @@ class Distributed:
             values = values.to("cpu") if dist.get_backend() == "gloo" else values
             dist.all_reduce(values)
         return dict(zip(keys, values.tolist(), strict=True))
-
-    def broadcast_flag(self, flag: bool) -> bool:
-        if not self.enabled:
-            return flag
-        value = torch.tensor([1.0 if flag else 0.0])
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
 
     def barrier(self) -> None:
         if self.enabled:

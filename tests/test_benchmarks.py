@@ -177,7 +177,7 @@ def test_pull_drains_prefetched_batches_untimed():
     assert calls == [5, 6] and next(batches) == 12
 
 
-def test_gemm_peak_and_helpers():
+def test_gemm_peak_and_helpers(tmp_path):
     peak = common.GemmPeak(torch.device("cpu"), torch.float32, size=64, min_seconds=0.0)
     assert peak.size == 64 and peak.inner == 1 and peak.flops == 2 * 64**3
     peak()
@@ -186,4 +186,5 @@ def test_gemm_peak_and_helpers():
     assert common.status(float("nan"), 1.0) == "not measured"
     assert common.median([3.0, 1.0, float("nan"), 2.0]) == 2.0
     assert math.isnan(common.median([]))
-    assert common._clean({"a": float("inf"), "b": (1, torch.float32)}) == {"a": None, "b": [1, "torch.float32"]}
+    path = common.write_json(tmp_path / "x.json", {"a": float("inf"), "b": (1, torch.float32)})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1, "torch.float32"]}

@@ -392,30 +392,8 @@ class ImageBatches:
             yield images, self.labels[local]
 
 
-def iterate_batches(
-    split: ImageSplit,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    augment: bool,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    drop_last: bool = False,
-    rank: int = 0,
-    world_size: int = 1,
-) -> ImageBatches:
-    """``ImageBatches(...)``: an iterable (with ``len``) of ``(images, labels)`` batches, see ``ImageBatches``."""
-    return ImageBatches(
-        split,
-        batch_size,
-        shuffle=shuffle,
-        augment=augment,
-        generator=generator,
-        device=device,
-        drop_last=drop_last,
-        rank=rank,
-        world_size=world_size,
-    )
+#: ``iterate_batches(split, batch_size, *, shuffle, augment, ...)``: the same as ``ImageBatches(...)``.
+iterate_batches = ImageBatches
 
 
 # --------------------------------------------------------------------------------------------- download

@@ -236,6 +236,9 @@ def test_vision_transformer_structure_and_loss():
     torch.testing.assert_close(model.loss(preds, labels), F.cross_entropy(preds, labels))
     with pytest.raises(ValueError, match="block must be one of"):
         VisionTransformer(block="sandwich")
+    rebuilt = VisionTransformer.from_config(model.config)
+    assert rebuilt.config == model.config
+    assert rebuilt.load_state_dict(model.state_dict()) is not None
 
 
 def test_vision_transformer_smaller_images_and_too_many_patches():
