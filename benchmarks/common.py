@@ -22,7 +22,7 @@ import torch
 
 from replab.cli import _positive_int
 from replab.runlog import atomic_write_json
-from replab.system import synchronize
+from replab.system import cpu_flags, synchronize
 
 DEFAULT_OUT_DIR = Path("bench-results")
 
@@ -179,30 +179,12 @@ class GemmPeak:
 
 
 # --------------------------------------------------------------------------------------------- machine
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def native_bf16_cpu() -> bool | None:
-    """Whether the CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16); None where unknown."""
-    flags = _cpu_flags()
-    if not flags:
-        return None
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
-
-
 def machine_info(device: torch.device) -> dict:
     """Versions, machine, device and the load average (other processes share the CPU: see ``load_average``)."""
     from replab.system import environment
 
     info = environment(device)
-    flags = _cpu_flags()
+    flags = cpu_flags()
     info.update({
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),

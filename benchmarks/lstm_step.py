@@ -45,7 +45,6 @@ from benchmarks.common import (
     log,
     machine_info,
     median,
-    native_bf16_cpu,
     paired,
     pick_device,
     print_table,
@@ -56,6 +55,7 @@ from benchmarks.common import (
     timing_summary,
 )
 from replab.models.lstm import LSTM, masked_sequence_mean, token_nll
+from replab.system import native_bf16_cpu
 
 NAME = "lstm_step"
 MODES = ("fp32", "bf16")

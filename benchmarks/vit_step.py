@@ -55,7 +55,6 @@ from benchmarks.common import (
     log,
     machine_info,
     median,
-    native_bf16_cpu,
     paired,
     pick_device,
     print_table,
@@ -66,6 +65,7 @@ from benchmarks.common import (
     timing_summary,
 )
 from replab.models.vit import VisionTransformer
+from replab.system import native_bf16_cpu
 
 NAME = "vit_step"
 MODES = ("fp32", "bf16", "fp32-compile", "bf16-compile")

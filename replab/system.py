@@ -60,6 +60,25 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where unknown)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16_cpu() -> bool | None:
+    """Whether the CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16); None where unknown."""
+    flags = cpu_flags()
+    if not flags:
+        return None
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
 def environment(device: torch.device) -> dict:
     """Versions, machine and device, as recorded next to every run's metrics."""
     info = {

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from replab.data import resolve_data_dir
 from replab.experiments import Experiment, RunSettings
 from replab.runlog import RunDir, atomic_torch_save
-from replab.system import MemoryMonitor, Stopwatch, environment, pick_device
+from replab.system import MemoryMonitor, Stopwatch, environment, native_bf16_cpu, pick_device
 from replab.tasks import Task, make_task
 
 log = logging.getLogger("replab.train")
@@ -120,9 +120,12 @@ class Trainer:
 
     def _check_amp(self) -> None:
         amp = self.settings.amp
-        if amp == "bf16" and self.device.type == "cpu" and "AVX512" not in torch.backends.cpu.get_cpu_capability():
-            log.warning("this CPU runs PyTorch at %s, without native bf16 instructions: bf16 autocast is emulated "
-                        "and much slower than fp32 here (use --amp none)", torch.backends.cpu.get_cpu_capability())
+        if amp == "bf16" and self.device.type == "cpu" and native_bf16_cpu() is False:
+            if self.experiment.task == "lstm":  # oneDNN has no bf16 LSTM kernel without the instructions
+                raise RunError("--amp bf16 with the LSTM needs a CPU with bf16 instructions (avx512_bf16 or amx_bf16), "
+                               "which this one lacks: use --amp none")
+            log.warning("this CPU has no bf16 instructions: bf16 autocast is emulated and much slower than fp32 here "
+                        "(use --amp none)")
         if amp == "fp16" and self.device.type != "cuda":
             raise RunError("--amp fp16 needs a CUDA device (use --amp bf16 on the CPU)")
         if amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -111,3 +111,14 @@ def test_python_dash_m_replab_works():
     result = subprocess.run([sys.executable, "-m", "replab", "configs"], capture_output=True, text=True,
                             env={**os.environ}, timeout=120)
     assert result.returncode == 0 and "vit-7" in result.stdout
+
+
+def test_bf16_lstm_is_refused_on_a_cpu_without_bf16_instructions(tmp_path, capsys):
+    from replab.system import native_bf16_cpu
+
+    if native_bf16_cpu() is not False:
+        pytest.skip("this CPU has bf16 instructions (or they are unknown)")
+    out = tmp_path / "runs"
+    assert main(["train", "lstm-2", "--amp", "bf16", "--device", "cpu", "--out", str(out)]) == 2
+    assert "needs a CPU with bf16 instructions" in capsys.readouterr().err
+    assert not out.exists()
