@@ -10,7 +10,8 @@ Usage::
 Contestants, each producing normalised float32 (B, 3, 32, 32) training batches with labels, on the device:
 
 * replab: ``ImageBatches(train split, B, shuffle=True, augment=True)``: the whole split held as one uint8 tensor
-  on the device, each batch cropped/resized/flipped at once (``affine_grid`` + ``grid_sample``);
+  on the device, each batch cropped/resized/flipped at once (two batched matrix products with per-image
+  resampling matrices);
 * reference: a ``torch.utils.data.DataLoader`` (batch B, shuffle, ``--workers`` processes) over a dataset that
   augments one PIL image at a time, as torchvision's transforms would (Pillow only):
   ``RandomResizedCrop(32, scale=(0.8, 1), ratio=(0.9, 1.1))`` (torchvision's sampling rule, bilinear

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "CLASSES",
@@ -199,17 +198,17 @@ def _check_images(images: torch.Tensor) -> None:
         raise TypeError(f"expected a uint8 image batch (B, 3, H, W), got {got}")
 
 
-def _standardize(unit: torch.Tensor) -> torch.Tensor:
-    """``(x - MEAN) / STD`` per channel, for float images in [0, 1] ``(B, 3, H, W)``."""
-    mean = torch.tensor(MEAN, dtype=torch.float32, device=unit.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, dtype=torch.float32, device=unit.device).view(1, 3, 1, 1)
-    return (unit - mean) / std
+def _standardize(values: torch.Tensor, value_max: float = 1.0) -> torch.Tensor:
+    """``(values / value_max - MEAN) / STD`` per channel, for float images ``(B, 3, H, W)``, in one pass."""
+    std = torch.tensor(STD, dtype=torch.float32, device=values.device).view(1, 3, 1, 1)
+    mean = torch.tensor(MEAN, dtype=torch.float32, device=values.device).view(1, 3, 1, 1)
+    return torch.addcmul(-mean / std, values, 1.0 / (value_max * std))
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``(B, 3, H, W)`` -> float32 ``(images / 255 - MEAN) / STD``, same shape and device."""
     _check_images(images)
-    return _standardize(images.to(torch.float32) / 255.0)
+    return _standardize(images.to(torch.float32), 255.0)
 
 
 def sample_crops(
@@ -272,6 +271,32 @@ def sample_crops(
     return i, j, h, w, flip
 
 
+def _resize_weights(
+    start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int, flip: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Bilinear resampling matrices of 1-D crops: float32 ``(B, in_size, out_size)``.
+
+    Column ``k`` of matrix ``b`` holds the weights that ``F.interpolate(mode="bilinear", align_corners=False)``
+    gives the input pixels for output pixel ``k`` when the crop ``[start[b], start[b] + length[b])`` is resized
+    to ``out_size``: source position ``max((k + 0.5) * length / out_size - 0.5, 0)``, split between its two
+    neighbours inside the crop (the last pixel repeats at the border). Where ``flip[b]``, the columns are in
+    reverse order (a mirrored output). ``start``, ``length``, ``flip``: ``(B,)`` tensors on the output device.
+    """
+    device = start.device
+    dst = torch.arange(out_size, dtype=torch.float32, device=device).expand(len(start), out_size)
+    if flip is not None:
+        dst = torch.where(flip.unsqueeze(1), (out_size - 1) - dst, dst)
+    length = length.unsqueeze(1)
+    src = ((dst + 0.5) * (length.to(torch.float32) / out_size) - 0.5).clamp_(min=0.0)  # (B, out_size)
+    lo = src.to(torch.int64)  # floor, as src >= 0
+    frac = src - lo
+    hi = torch.minimum(lo + 1, length - 1)
+    start = start.unsqueeze(1)
+    weights = torch.zeros(len(start), in_size, out_size, dtype=torch.float32, device=device)
+    weights.scatter_(1, (start + lo).unsqueeze(1), (1.0 - frac).unsqueeze(1))
+    return weights.scatter_add_(1, (start + hi).unsqueeze(1), frac.unsqueeze(1))
+
+
 def apply_crops(
     images: torch.Tensor,
     i: torch.Tensor,
@@ -285,28 +310,20 @@ def apply_crops(
 
     ``images`` ``(B, C, H, W)`` (uint8 or float; computed in float32, in the input's value scale) -> float32
     ``(B, C, size, size)``. Output ``b`` equals ``F.interpolate(images[b:b+1, :, i:i+h, j:j+w], size,
-    mode="bilinear", align_corners=False)`` (flipped along the width where ``flip[b]``): one ``F.affine_grid``
-    with ``theta = [[±w/W, 0, (2j+w)/W - 1], [0, h/H, (2i+h)/H - 1]]`` and one ``F.grid_sample``; the grid is
-    clamped to the centres of the box's edge pixels, which is how ``F.interpolate`` treats the crop's border.
+    mode="bilinear", align_corners=False)`` (flipped along the width where ``flip[b]``). Bilinear resizing is
+    separable, so the whole batch is two batched matrix products with per-image resampling matrices
+    (``_resize_weights``): ``out[b, c] = Wy[b]^T @ images[b, c] @ Wx[b]``.
     """
     batch, channels, height, width = images.shape
     out_h, out_w = (size, size) if isinstance(size, int) else size
     device = images.device
-    i, j, h, w = (t.to(device=device, dtype=torch.float32) for t in (i, j, h, w))
-    sign = 1.0 - 2.0 * flip.to(device=device, dtype=torch.float32)
-    theta = torch.zeros(batch, 2, 3, dtype=torch.float32, device=device)
-    theta[:, 0, 0] = sign * w / width
-    theta[:, 0, 2] = (2 * j + w) / width - 1
-    theta[:, 1, 1] = h / height
-    theta[:, 1, 2] = (2 * i + h) / height - 1
-    grid = F.affine_grid(theta, [batch, channels, out_h, out_w], align_corners=False)
-    # Normalised coordinates of the centres of the first and last pixel of each box (align_corners=False).
-    x_lo, x_hi = (2 * j + 1) / width - 1, (2 * (j + w) - 1) / width - 1
-    y_lo, y_hi = (2 * i + 1) / height - 1, (2 * (i + h) - 1) / height - 1
-    grid_x = torch.maximum(torch.minimum(grid[..., 0], x_hi.view(-1, 1, 1)), x_lo.view(-1, 1, 1))
-    grid_y = torch.maximum(torch.minimum(grid[..., 1], y_hi.view(-1, 1, 1)), y_lo.view(-1, 1, 1))
-    grid = torch.stack([grid_x, grid_y], dim=-1)
-    return F.grid_sample(images.to(torch.float32), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    i, j, h, w, flip = (t.to(device) for t in (i, j, h, w, flip))
+    wx = _resize_weights(j, w, width, out_w, flip)  # (B, W, out_w)
+    wy = _resize_weights(i, h, height, out_h).transpose(1, 2)  # (B, out_h, H)
+    rows = torch.bmm(images.to(torch.float32).reshape(batch, channels * height, width), wx)  # (B, C*H, out_w)
+    wy = wy.unsqueeze(1).expand(batch, channels, out_h, height).reshape(batch * channels, out_h, height)
+    out = torch.bmm(wy, rows.view(batch * channels, height, out_w))  # (B*C, out_h, out_w)
+    return out.view(batch, channels, out_h, out_w)
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, size: int = 32) -> torch.Tensor:
@@ -318,7 +335,7 @@ def augment(images: torch.Tensor, generator: torch.Generator, size: int = 32) ->
     _check_images(images)
     batch, _, height, width = images.shape
     i, j, h, w, flip = sample_crops(batch, generator, height, width)
-    return _standardize(apply_crops(images.to(torch.float32) / 255.0, i, j, h, w, flip, size))
+    return _standardize(apply_crops(images, i, j, h, w, flip, size), 255.0)
 
 
 # ---------------------------------------------------------------------------------------------- batches
@@ -385,8 +402,8 @@ class ImageBatches:
             if self.augment:
                 _, _, height, width = images.shape
                 boxes = sample_crops(len(index), self.generator, height, width)
-                crops = apply_crops(images.to(torch.float32) / 255.0, *(self._local(t) for t in boxes), size=32)
-                images = _standardize(crops)
+                crops = apply_crops(images, *(self._local(t) for t in boxes), size=32)
+                images = _standardize(crops, 255.0)
             else:
                 images = normalize(images)
             yield images, self.labels[local]
