@@ -9,8 +9,8 @@ checkpoint of epoch ``e - 1`` continues with exactly the numbers of an uninterru
 
 Distributed: launched by ``torchrun`` (``WORLD_SIZE > 1``), the model is wrapped in
 ``DistributedDataParallel``; ``batch_size`` is the *global* batch, split without overlap across ranks, so the
-learning rate keeps its meaning whatever the number of processes; statistics are summed over ranks; only rank 0
-writes files.
+learning rate keeps its meaning whatever the number of processes (on GPUs BatchNorm too normalises over the
+global batch: ``SyncBatchNorm``); statistics are summed over ranks; only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -56,6 +56,17 @@ def build_optimizer(experiment: Experiment, parameters) -> torch.optim.Optimizer
     if e.optimizer == "sgd":
         return torch.optim.SGD(params, lr=e.lr, weight_decay=e.weight_decay)
     return torch.optim.SGD(params, lr=e.lr, momentum=e.momentum, weight_decay=e.weight_decay)
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device, distributed: bool) -> nn.Module:
+    """BatchNorm over the global batch under DDP on GPUs: ``nn.SyncBatchNorm`` (CUDA only in PyTorch).
+
+    On CPU processes (gloo) each rank normalises its own part of the batch, as plain DDP does; the running
+    statistics used in evaluation are rank 0's (DDP broadcasts buffers from rank 0 before every forward).
+    """
+    if distributed and device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -146,7 +157,7 @@ class Trainer:
                 f"{error} (data folder: {self.data_dir}; set REPLAB_DATA or --data-dir, or run `replab data download`)"
             ) from error
         torch.manual_seed(self.experiment.seed)
-        self.model = self.task.build_model().to(self.device)
+        self.model = sync_batchnorm(self.task.build_model(), self.device, self.dist.enabled).to(self.device)
         objective = self.task.objective(self.model)
         if self.dist.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None

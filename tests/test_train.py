@@ -200,3 +200,15 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     # only rank 0 writes: one metrics line per epoch
     assert len(two.metrics.read_text().splitlines()) == 2
     assert json.loads(two.summary.read_text())["status"] == "completed"
+
+
+def test_batchnorm_is_synchronised_only_for_ddp_on_gpus():
+    from replab.models.cnn import build_cnn
+    from replab.train import sync_batchnorm
+
+    def kinds(model):
+        return {type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+    assert kinds(sync_batchnorm(build_cnn("resnet"), torch.device("cuda", 0), True)) == {"SyncBatchNorm"}
+    for device, distributed in ((torch.device("cuda", 0), False), (torch.device("cpu"), True)):
+        assert kinds(sync_batchnorm(build_cnn("resnet"), device, distributed)) == {"BatchNorm2d"}
