@@ -78,14 +78,15 @@ def test_latex_is_booktabs_and_escaped(study):
     assert r"acc. (\%)" in latex and "acc. (%)" not in latex
 
 
-def test_cnn_table_has_the_reference_numbers_and_our_runs(tmp_path, study):
+def test_cnn_table_puts_our_runs_beside_the_reference_numbers(tmp_path, study):
     rows = cnn_table(study).rows
-    for name, val, test, params in CNN_REFERENCE.values():
-        assert [name, "specification (reference)", f"{val:.2f}", f"{test:.2f}", f"{params:,}"] in rows
-    assert rows[-1][1] == "this study: best ViT (vit-7)" and rows[-1][2] == "72.00"
+    for label, val, test, params in CNN_REFERENCE.values():
+        assert [label, f"{params:,}", f"{val:.2f}", f"{test:.2f}", "—", "—", "not run"] in rows
+    assert rows[-1][4] == "72.00" and rows[-1][-1].startswith("best ViT, vit-7: completed")
     write_run(tmp_path, "cnn-resnet", [0.8, 0.9], [0.85, 0.95], test=0.89)
     own = cnn_table(load_study([tmp_path])).rows
-    assert ["ResNet", "this study: cnn-resnet, completed", "90.00", "89.00", "272,378"] in own
+    assert ["ResNet", "272,378", "91.84", "91.06", "90.00", "89.00", "cnn-resnet: completed, 2 epochs"] in own
+    assert ["DenseNet", "239,146", "90.72", "90.23", "—", "—", "not run"] in own
 
 
 def test_memory_table_ranks_and_names_the_device(study):
