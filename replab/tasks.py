@@ -76,11 +76,12 @@ class _LanguageModelObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """source, target: (B, T) -> NLL (B, T); every sequence starts from zero hidden states."""
+    def forward(self, source: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """source, target, mask: (B, T) -> NLL (B, T), 0 where mask is 0 (padding: not computed); every sequence
+        starts from zero hidden states."""
         states = self.model.initial_states(source.shape[0], device=source.device)
         features, _ = self.model.hidden_features(source, states)
-        return token_nll(self.model, features, target)
+        return token_nll(self.model, features, target, mask)
 
 
 class LanguageModelingTask(Task):
@@ -134,7 +135,7 @@ class LanguageModelingTask(Task):
 
     def step(self, objective, batch):
         mask = batch["mask"]
-        nll = objective(batch["source"], batch["target"])
+        nll = objective(batch["source"], batch["target"], mask)
         loss = masked_sequence_mean(nll, mask)
         stats = {"loss_sum": (nll.detach() * mask).sum(), "count": mask.sum(), "items": mask.sum()}
         return loss, stats

@@ -1,0 +1,31 @@
+"""The task objects' training objectives against the specification's straightforward path."""
+
+import pytest
+import torch
+
+from replab.models.lstm import LSTM, masked_sequence_mean
+from replab.tasks import _LanguageModelObjective
+
+
+@pytest.mark.parametrize("batch, length", [(3, 7), (4, 16)])
+def test_language_model_objective_with_padding_equals_spec_forward_and_loss(batch, length):
+    torch.manual_seed(batch)
+    model = LSTM(vocabulary_size=60, embedding_size=12, hidden_size=10, num_layers=2, learn_embeddings=True)
+    source = torch.randint(1, 60, (batch, length))
+    target = torch.randint(1, 60, (batch, length))
+    mask = torch.ones(batch, length)
+    mask[0, length // 2 :] = 0  # a padded tail
+    mask[-1, 1:] = 0  # a single prediction
+    source, target = source * mask.long(), target * mask.long()
+
+    log_probas, _ = model(source, model.initial_states(batch))
+    expected = model.loss(log_probas, target, mask)
+    expected_grads = torch.autograd.grad(expected, [p for p in model.parameters() if p.requires_grad])
+
+    nll = _LanguageModelObjective(model)(source, target, mask)
+    assert torch.all(nll[mask == 0] == 0)
+    loss = masked_sequence_mean(nll, mask)
+    grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
