@@ -398,7 +398,7 @@ class ImageBatches:
         for k in range(len(self)):
             index = order[k * self.batch_size : (k + 1) * self.batch_size]
             local = self._local(index)
-            images = self.images[local]
+            images = self.images.index_select(0, local)  # much faster than images[local] on the CPU
             if self.augment:
                 _, _, height, width = images.shape
                 boxes = sample_crops(len(index), self.generator, height, width)
@@ -406,7 +406,7 @@ class ImageBatches:
                 images = _standardize(crops, 255.0)
             else:
                 images = normalize(images)
-            yield images, self.labels[local]
+            yield images, self.labels.index_select(0, local)
 
 
 #: ``iterate_batches(split, batch_size, *, shuffle, augment, ...)``: the same as ``ImageBatches(...)``.
