@@ -174,6 +174,8 @@ def fused_linear_nll(
         raise ValueError(f"targets must have shape ({features.shape[0]},), got {tuple(targets.shape)}")
     compute_dtype = _autocast_dtype(features.device.type) or torch.promote_types(features.dtype, weight.dtype)
     rows = None if mask is None else mask.reshape(-1).nonzero().squeeze(1)
+    if rows is not None and rows.numel() == features.shape[0]:
+        rows = None  # nothing masked: contiguous chunks, no gathers
     chunk = int(chunk_rows) if chunk_rows else _chunk_rows(weight.shape[0], features.device)
     return _FusedLinearNLL.apply(features, weight, targets, rows, compute_dtype, chunk)
 
