@@ -227,6 +227,13 @@ def best_vit(study: Study) -> RunView | None:
     return _best_of(study.grid("vit"))
 
 
+def _run_cell(run: RunView) -> str:
+    """``cnn-resnet: completed, 10 epochs`` or ``cnn-resnet: interrupted (3/10 epochs)``."""
+    if run.status == "completed":
+        return f"{run.key}: completed, {run.epochs_completed} epoch{'s' if run.epochs_completed != 1 else ''}"
+    return f"{run.key}: {run.status_text}"
+
+
 def cnn_table(study: Study) -> Table:
     """Problem 3 Q6: each CNN's reference numbers beside our run of it (one row per run), then our best ViT."""
     rows = []
@@ -234,15 +241,14 @@ def cnn_table(study: Study) -> Table:
         reference = [label, fmt_count(params), f"{val:.2f}", f"{test:.2f}"]
         runs = [r for r in study.grid("cnn") if r.experiment.get("architecture") == name]
         for run in runs:
-            rows.append([*reference, _plain(run.best_val, "accuracy"), _plain(run.test(), "accuracy"),
-                         f"{run.key}: {run.status_text}, {run.epochs_completed} epochs"])
+            rows.append([*reference, _plain(run.best_val, "accuracy"), _plain(run.test(), "accuracy"), _run_cell(run)])
         if not runs:
             rows.append([*reference, "—", "—", "not run"])
     vit = best_vit(study)
     if vit is not None:
         rows.append([f"ViT {vit.architecture}, {vit.layers} layers, {vit.optimizer_name}", fmt_count(vit.parameters),
                      "—", "—", _plain(vit.best_val, "accuracy"), _plain(vit.test(), "accuracy"),
-                     f"best ViT, {vit.key}: {vit.status_text}, {vit.epochs_completed} epochs"])
+                     f"best ViT, {_run_cell(vit)}"])
     note = "" if study.grid("cnn") else (" No CNN run of our own was found (`replab grid cnn` or "
                                          "`replab reproduce --with-cnn` trains them).")
     caption = ("CIFAR-10: the CNN baselines, the specification's numbers beside ours, and our best ViT. "
