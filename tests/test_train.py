@@ -25,9 +25,15 @@ def cli(out: Path, *argv: str) -> int:
     return main([*argv, "--out", str(out)])
 
 
+def _default_sigint() -> None:
+    # A test suite started in the background by a script inherits an ignored SIGINT (POSIX shells without job
+    # control), and Python then installs no KeyboardInterrupt handler: give the child the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def replab_process(out: Path, *argv: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "replab", *argv, "--out", str(out)], env={**os.environ},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
 
 
 def wait_for_epochs(run: RunDir, epochs: int, process: subprocess.Popen, timeout: float = 900) -> None:
