@@ -236,10 +236,10 @@ def _run_cell(run: RunView) -> str:
 
 def cnn_table(study: Study) -> Table:
     """Problem 3 Q6: each CNN's reference numbers beside our run of it (one row per run), then our best ViT."""
-    rows = []
+    rows, cnn_runs = [], study.grid("cnn")
     for name, (label, val, test, params) in CNN_REFERENCE.items():
         reference = [label, fmt_count(params), f"{val:.2f}", f"{test:.2f}"]
-        runs = [r for r in study.grid("cnn") if r.experiment.get("architecture") == name]
+        runs = [r for r in cnn_runs if r.experiment.get("architecture") == name]
         for run in runs:
             rows.append([*reference, _plain(run.best_val, "accuracy"), _plain(run.test(), "accuracy"), _run_cell(run)])
         if not runs:
@@ -249,7 +249,7 @@ def cnn_table(study: Study) -> Table:
         rows.append([f"ViT {vit.architecture}, {vit.layers} layers, {vit.optimizer_name}", fmt_count(vit.parameters),
                      "—", "—", _plain(vit.best_val, "accuracy"), _plain(vit.test(), "accuracy"),
                      f"best ViT, {_run_cell(vit)}"])
-    note = "" if study.grid("cnn") else (" No CNN run of our own was found (`replab grid cnn` or "
+    note = "" if cnn_runs else (" No CNN run of our own was found (`replab grid cnn` or "
                                          "`replab reproduce --with-cnn` trains them).")
     caption = ("CIFAR-10: the CNN baselines, the specification's numbers beside ours, and our best ViT. "
                "Specification: the validation and test accuracies given in the specification (Problem 3, question 6; "
