@@ -105,6 +105,10 @@ class RunDir:
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.summary, summary)
 
+    def discard_summary(self) -> None:
+        """Remove the summary of an earlier attempt: a run being resumed is neither interrupted nor completed."""
+        self.summary.unlink(missing_ok=True)
+
     def read_config(self) -> dict | None:
         return _read_json(self.config)
 
@@ -152,7 +156,8 @@ class RunRecord:
 
     @property
     def status(self) -> str:
-        return self.summary.get("status", "running" if self.metrics else "missing")
+        """The summary's status; ``running`` for a started run (config or epochs) that has none yet."""
+        return self.summary.get("status", "running" if self.metrics or self.config else "missing")
 
 
 def load_run(path: str | os.PathLike) -> RunRecord:

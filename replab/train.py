@@ -276,6 +276,7 @@ class Trainer:
             if start_epoch == 0 and not self.settings.resume:
                 self.run.path.mkdir(parents=True, exist_ok=True)
             self.run.write_config(self.config_record())
+            self.run.discard_summary()  # until this attempt ends, the folder reads as a run in progress
         wall_offset = records[-1]["wall_seconds"] if records else 0.0
         run_clock = time.perf_counter()
         status, reason = "completed", None

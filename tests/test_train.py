@@ -14,6 +14,7 @@ import torch
 
 from replab.cli import main
 from replab.runlog import RunDir
+from replab.train import Trainer
 
 TINY_VIT = ["--batch-size", "32", "--limit-train-batches", "3", "--limit-eval-batches", "2", "--no-progress"]
 TINY_LSTM = ["--batch-size", "2", "--limit-train-batches", "2", "--limit-eval-batches", "1", "--no-progress"]
@@ -36,11 +37,12 @@ def replab_process(out: Path, *argv: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
 
 
-def wait_for_epochs(run: RunDir, epochs: int, process: subprocess.Popen, timeout: float = 900) -> None:
+def wait_for_first_epoch(run: RunDir, process: subprocess.Popen, timeout: float = 900) -> None:
+    """Until epoch 1's record and its checkpoint are both on disk (the checkpoint is written after the record)."""
     deadline = time.time() + timeout
-    while len(run.read_metrics()) < epochs:
+    while not (run.read_metrics() and run.last_checkpoint.exists()):
         assert process.poll() is None, process.communicate()[0]
-        assert time.time() < deadline, "the run did not reach the epoch in time"
+        assert time.time() < deadline, "the run did not finish its first epoch in time"
         time.sleep(0.02)
 
 
@@ -130,7 +132,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_metrics(tmp_path):
 
     killed = RunDir(tmp_path / "killed" / "vit-2")
     process = replab_process(tmp_path / "killed", *args)
-    wait_for_epochs(killed, 1, process)
+    wait_for_first_epoch(killed, process)
     process.kill()  # during epoch 2
     process.wait()
     assert len(killed.read_metrics()) == 1 and killed.read_summary() is None
@@ -140,19 +142,24 @@ def test_resume_after_a_kill_gives_the_uninterrupted_metrics(tmp_path):
     assert killed.read_summary()["status"] == "completed"
 
 
-def test_ctrl_c_ends_cleanly_with_exit_130_then_resumes(tmp_path):
+def test_ctrl_c_ends_cleanly_with_exit_130_then_resumes(tmp_path, monkeypatch):
     args = ["train", "vit-2", "--epochs", "2", "--batch-size", "32", "--limit-train-batches", "40",
             "--limit-eval-batches", "2", "--no-progress"]
     run = RunDir(tmp_path / "vit-2")
     process = replab_process(tmp_path, *args)
-    wait_for_epochs(run, 1, process)
+    wait_for_first_epoch(run, process)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 130, output
     summary = run.read_summary()
     assert summary["status"] == "interrupted" and "--resume" in summary["reason"]
     assert summary["epochs_completed"] == 1
+    seen_while_training = []  # the stale "interrupted" summary must not describe the resumed run
+    train_epoch = Trainer.train_epoch
+    monkeypatch.setattr(Trainer, "train_epoch",
+                        lambda self, *a: seen_while_training.append(run.read_summary()) or train_epoch(self, *a))
     assert cli(tmp_path, *args, "--resume") == 0
+    assert seen_while_training == [None]
     assert run.read_summary()["status"] == "completed" and len(run.read_metrics()) == 2
 
 

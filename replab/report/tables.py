@@ -162,8 +162,8 @@ def runs_table(study: Study) -> Table:
         rows.append([run.key, run.status_text + reason, run.device, run.settings.get("amp", "none"), run.commit,
                      "; ".join(run.limits) or "none", "yes" if run.full_spec else "NO: " + "; ".join(
                          run.limits + run.deviations)])
-    caption = ("Every run folder found, with its status and provenance. Status: completed; incomplete (epoch "
-               "records but no summary: still running or killed); interrupted, diverged or failed (with the "
+    caption = ("Every run folder found, with its status and provenance. Status: completed; incomplete (started, "
+               "no summary yet: still running, or killed); interrupted, diverged or failed (with the "
                "reason). Device and amp (autocast precision) as recorded by the trainer; Commit: git commit of "
                "the code (-dirty: uncommitted changes). Limits: batch limits per epoch; Full spec: whether the run "
                "used the specification's settings (no batch limits, no changed hyperparameter).")

@@ -84,9 +84,11 @@ def test_cnn_table_puts_our_runs_beside_the_reference_numbers(tmp_path, study):
         assert [label, f"{params:,}", f"{val:.2f}", f"{test:.2f}", "—", "—", "not run"] in rows
     assert rows[-1][4] == "72.00" and rows[-1][-1].startswith("best ViT, vit-7: completed")
     write_run(tmp_path, "cnn-resnet", [0.8, 0.9], [0.85, 0.95], test=0.89)
+    write_run(tmp_path, "cnn-densenet", [], [], epochs=10, status=None)  # started, first epoch not done yet
     own = cnn_table(load_study([tmp_path])).rows
     assert ["ResNet", "272,378", "91.84", "91.06", "90.00", "89.00", "cnn-resnet: completed, 2 epochs"] in own
-    assert ["DenseNet", "239,146", "90.72", "90.23", "—", "—", "not run"] in own
+    assert ["DenseNet", "239,146", "90.72", "90.23", "—", "—", "cnn-densenet: incomplete (0/10 epochs)"] in own
+    assert ["GoogleNet", "260,650", "90.40", "89.70", "—", "—", "not run"] in own
 
 
 def test_memory_table_ranks_and_names_the_device(study):
