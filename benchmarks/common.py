@@ -268,9 +268,17 @@ def write_json(path: str | os.PathLike, payload: dict) -> Path:
 
 def run_main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], dict],
              report: Callable[[dict], None], argv: list[str] | None = None) -> int:
-    """The ``main`` of every benchmark: parse, run, print the table, write the JSON."""
+    """The ``main`` of every benchmark: parse, run, print the table, write the JSON.
+
+    ``--threads`` (and ``--quick``, which means one thread) apply for the run only: called in-process (``replab
+    bench``, the tests), the caller's thread count is restored afterwards, as it changes floating-point results.
+    """
     args = build_parser().parse_args(argv)
-    payload = run(args)
+    threads = torch.get_num_threads()
+    try:
+        payload = run(args)
+    finally:
+        torch.set_num_threads(threads)
     report(payload)
     path = write_json(args.out, payload)
     print(f"\nwrote {path}")

@@ -121,9 +121,16 @@ def test_lstm_flops_counts_the_frozen_projection_twice():
 
 
 def test_cifar_pipeline_quick_writes_json(tmp_path):
-    out = tmp_path / "cifar.json"
-    assert cifar_pipeline.main(["--quick", "--out", str(out)]) == 0
+    caller_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = tmp_path / "cifar.json"
+        assert cifar_pipeline.main(["--quick", "--out", str(out)]) == 0
+        assert torch.get_num_threads() == 2  # --quick measured on one thread, then gave the caller its two back
+    finally:
+        torch.set_num_threads(caller_threads)
     payload = _read(out)
+    assert payload["machine"]["torch_threads"] == 1
     _check_common(payload, "cifar_pipeline")
     results = payload["results"]
     assert results["images_per_s"]["replab"] > 0 and results["images_per_s"]["reference"] > 0
