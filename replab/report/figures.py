@@ -216,12 +216,13 @@ def grid_overlay(study: Study, grid: str, folder: Path) -> Figure | None:
     for ax in (top, bottom):
         _y_axis(ax, f"validation {metric_title(metric)}", log=log)
     top.set_title(f"{GRID_TITLES[grid]}: every configuration", loc="left")
-    fig.legend(loc="outside lower center", ncol=2, title="No. optimizer layers")
+    cnn = grid == "cnn"  # CNN labels are the network's name; ViT/LSTM labels its number, optimizer and layers
+    fig.legend(loc="outside lower center", ncol=2, title="Model" if cnn else "No. optimizer layers")
     missing = study.missing(grid)
     caption = (f"{GRID_TITLES[grid]}: validation {metric} of every configuration over epochs (top) and over "
                f"wall-clock time (bottom){', log scale (lower is better)' if log else ' (higher is better)'}. "
-               "Legend: experiment number, optimizer, number of layers (L)"
-               f"{'; dashed: PostNorm' if grid == 'vit' else ''}; a star marks each run's best validation score"
+               + ("Legend: the network" if cnn else "Legend: experiment number, optimizer, number of layers (L)")
+               + f"{'; dashed: PostNorm' if grid == 'vit' else ''}; a star marks each run's best validation score"
                f"{', a cross the last point of a diverged run' if any(r.status == 'diverged' for r in runs) else ''}."
                + (f" Not run (missing from the grid): {', '.join(missing)}." if missing else ""))
     return _save(fig, folder, f"{grid}-overlay", caption)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from replab.cli import main
+from replab.report.figures import grid_overlay
 from replab.report.findings import findings
 from replab.report.runs import load_study
 from replab.report.tables import CNN_REFERENCE, cnn_table, memory_table, results_table, runs_table
@@ -89,6 +90,14 @@ def test_cnn_table_puts_our_runs_beside_the_reference_numbers(tmp_path, study):
     assert ["ResNet", "272,378", "91.84", "91.06", "90.00", "89.00", "cnn-resnet: completed, 2 epochs"] in own
     assert ["DenseNet", "239,146", "90.72", "90.23", "—", "—", "cnn-densenet: incomplete (0/10 epochs)"] in own
     assert ["GoogleNet", "260,650", "90.40", "89.70", "—", "—", "not run"] in own
+
+
+def test_cnn_overlay_legend_names_the_networks(tmp_path):
+    write_run(tmp_path / "runs", "cnn-resnet", [0.5, 0.6], [0.55, 0.65])
+    write_run(tmp_path / "runs", "cnn-densenet", [0.4, 0.7], [0.45, 0.75])
+    figure = grid_overlay(load_study([tmp_path / "runs"]), "cnn", tmp_path / "figures")
+    assert "Legend: the network;" in figure.caption and "optimizer" not in figure.caption
+    assert figure.png.exists() and "Not run (missing from the grid): cnn-googlenet, cnn-resnetpreact" in figure.caption
 
 
 def test_memory_table_ranks_and_names_the_device(study):
