@@ -115,6 +115,28 @@ def resident_memory_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def release_free_memory(device: torch.device) -> None:
+    """Give memory that no tensor uses back to the system, and restart the peak counters, before a run starts.
+
+    A grid trains its runs one after another in one process. Without this, a run's memory figures would include
+    the previous run's freed memory: glibc keeps freed heap pages resident (``malloc_trim`` returns them), and
+    PyTorch's CUDA allocator keeps its cached blocks and its peak since process start.
+    """
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
+            pass
+
+
 class _NvmlProcessMemory:
     """Device memory used by this process as nvidia-smi shows it, through NVML (``nvidia-ml-py``), if available."""
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from replab.data import resolve_data_dir
 from replab.experiments import Experiment, RunSettings
 from replab.runlog import RunDir, atomic_torch_save
-from replab.system import MemoryMonitor, Stopwatch, environment, native_bf16_cpu, pick_device
+from replab.system import MemoryMonitor, Stopwatch, environment, native_bf16_cpu, pick_device, release_free_memory
 from replab.tasks import Task, make_task
 
 log = logging.getLogger("replab.train")
@@ -282,6 +282,7 @@ class Trainer:
         status, reason = "completed", None
         log.info("%s: %s, %d parameters, device %s, epochs %d-%d", e.id, self.task.metric,
                  sum(p.numel() for p in self.model.parameters()), self.device, start_epoch + 1, e.epochs)
+        release_free_memory(self.device)  # memory figures of this run only, not of an earlier run in the process
         with MemoryMonitor(self.device) as monitor:
             try:
                 for epoch in range(start_epoch + 1, e.epochs + 1):

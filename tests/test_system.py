@@ -1,0 +1,38 @@
+"""Memory measurement hygiene: a run's memory figures must not include what an earlier run freed."""
+
+import ctypes.util
+import gc
+import sys
+
+import pytest
+import torch
+
+from replab.system import release_free_memory, resident_memory_mb
+
+GLIBC = sys.platform.startswith("linux") and "libc.so.6" in (ctypes.util.find_library("c") or "")
+
+
+@pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
+def test_freed_heap_memory_leaves_the_resident_set():
+    # 80 KB tensors sit below glibc's mmap threshold, so they live on the heap; the tensor allocated after them
+    # keeps the heap's top in use, so free() alone cannot shrink it and the freed pages stay resident.
+    tensors = [torch.ones(20_000) for _ in range(4_000)]  # about 305 MiB
+    pin = torch.ones(20_000)
+    allocated = resident_memory_mb()
+    del tensors
+    gc.collect()
+    release_free_memory(torch.device("cpu"))
+    assert allocated - resident_memory_mb() > 0.8 * 4_000 * 20_000 * 4 / 2**20
+    assert pin.sum() == 20_000
+
+
+def test_cuda_caches_and_peaks_are_reset(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: calls.append(("reset_peak", device)))
+    device = torch.device("cuda", 1)
+    release_free_memory(device)
+    assert calls == ["empty_cache", ("reset_peak", device)]
+    calls.clear()
+    release_free_memory(torch.device("cpu"))
+    assert calls == []
