@@ -37,6 +37,13 @@ def replab_process(out: Path, *argv: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
 
 
+def run_in_fresh_process(out: Path, *argv: str) -> None:
+    """``replab <argv> --out <out>`` in its own process, to the end; fails the test with its output if it fails."""
+    process = replab_process(out, *argv)
+    output = process.communicate(timeout=900)[0]
+    assert process.returncode == 0, output
+
+
 def wait_for_first_epoch(run: RunDir, process: subprocess.Popen, timeout: float = 900) -> None:
     """Until epoch 1's record and its checkpoint are both on disk (the checkpoint is written after the record)."""
     deadline = time.time() + timeout
@@ -128,9 +135,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_metrics(tmp_path):
     args = ["train", "vit-2", "--epochs", "3", "--batch-size", "32", "--limit-train-batches", "25",
             "--limit-eval-batches", "2", "--no-progress"]
     # Every attempt in a fresh process: bit-identical numbers need the same setup (the thread count, for one).
-    straight = replab_process(tmp_path / "straight", *args)
-    output = straight.communicate(timeout=900)[0]
-    assert straight.returncode == 0, output
+    run_in_fresh_process(tmp_path / "straight", *args)
     expected = scores(RunDir(tmp_path / "straight" / "vit-2").read_metrics())
 
     killed = RunDir(tmp_path / "killed" / "vit-2")
@@ -140,9 +145,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_metrics(tmp_path):
     process.wait()
     assert len(killed.read_metrics()) == 1 and killed.read_summary() is None
     assert cli(tmp_path / "killed", *args) == 2  # an unfinished run needs --resume
-    resumed = replab_process(tmp_path / "killed", *args, "--resume")
-    output = resumed.communicate(timeout=900)[0]
-    assert resumed.returncode == 0, output
+    run_in_fresh_process(tmp_path / "killed", *args, "--resume")
     assert scores(killed.read_metrics()) == expected
     assert killed.read_summary()["status"] == "completed"
 
