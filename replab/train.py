@@ -173,7 +173,7 @@ class Trainer:
         parameters = sum(p.numel() for p in self.model.parameters())
         learnable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         settings = {k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__}
-        settings["data_dir"] = str(self.data_dir.resolve())
+        settings["data_dir"] = str(self.data_dir)  # as given (flag, $REPLAB_DATA or ./data): no machine's absolute path
         return {
             "experiment": self.experiment.to_dict(),
             "settings": settings,
