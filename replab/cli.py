@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="check or download the datasets")
     data.add_argument("action", choices=("check", "download"))
     data.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
+    data.add_argument("--verify", action="store_true",
+                      help="check: compare every file's MD5 with the official CIFAR-10 sums and the MD5SUMS lists")
 
     from replab.report.commands import add_report_commands
 
@@ -215,15 +217,40 @@ def cmd_data(args) -> int:
             print(f"wikitext2 {split:<10} ok: {len(data):>6} sequences, {data.num_predictions:>9,} predicted tokens")
         except (FileNotFoundError, ValueError) as error:
             ok = False
-            print(f"wikitext2 {split:<10} MISSING: {error}")
+            print(f"wikitext2 {split:<10} {_problem(error)}: {error}")
     try:
         splits = load_cifar10(root)
         print(f"cifar10    ok: {len(splits.train)} train / {len(splits.valid)} valid / {len(splits.test)} test")
     except (FileNotFoundError, ValueError) as error:
         ok = False
-        print(f"cifar10    MISSING: {error}")
+        print(f"cifar10    {_problem(error)}: {error}")
+    if args.verify:
+        ok = _verify_checksums(root) and ok
     print(f"data folder: {root.resolve()}")
     return EXIT_OK if ok else EXIT_USAGE
+
+
+def _problem(error: Exception) -> str:
+    return "MISSING" if isinstance(error, FileNotFoundError) else "DAMAGED"
+
+
+def _verify_checksums(root: Path) -> bool:
+    """``data check --verify``: every CIFAR-10 file against the official sums and the MD5SUMS lists."""
+    from replab.data.checksums import OFFICIAL_CIFAR10_MD5, verify_folder
+    from replab.data.cifar10 import FOLDER
+
+    cifar = next((f for f in (root / "cifar10" / FOLDER, root / FOLDER) if f.is_dir()), root / "cifar10" / FOLDER)
+    wikitext = root / "wikitext2"
+    sound = True
+    for name, folder, files, official in (
+        ("cifar10", cifar, list(OFFICIAL_CIFAR10_MD5), OFFICIAL_CIFAR10_MD5),
+        ("wikitext2", wikitext, [f"wiki.{s}.npz" for s in ("train", "validation", "test")], None),
+    ):
+        lines, good = verify_folder(folder, files, official)
+        sound = sound and good
+        for line in lines:
+            print(f"verify {name:<9} {line}")
+    return sound
 
 
 COMMANDS = {"configs": cmd_configs, "train": cmd_train, "grid": cmd_grid, "data": cmd_data}

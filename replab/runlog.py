@@ -1,16 +1,24 @@
 """The files a run leaves in its folder, written and read in one place.
 
 ``config.json`` (resolved configuration and environment), ``metrics.jsonl`` (one JSON object per epoch,
-appended as each epoch ends), ``summary.json`` (status and scores), ``train.log`` (human-readable), and the
-checkpoints ``last.pt``/``best.pt``. Every file that is rewritten is written atomically (temporary file in the
-same folder, then ``os.replace``), so a kill never leaves a half-written file behind.
+appended as each epoch ends), ``summary.json`` (status and scores), ``train.log`` (human-readable), the
+checkpoints ``last.pt``/``previous.pt``/``best.pt``, and ``.lock`` (held by the one process writing the folder).
+Every file that is rewritten is written atomically (temporary file in the same folder, fsync, then
+``os.replace``), so a kill never leaves a half-written file behind; ``last.pt`` keeps its predecessor as
+``previous.pt``, so one damaged checkpoint never loses the run. Checkpoints are read with ``weights_only=True``:
+tensors and plain containers only, never code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import math
 import os
+import pickle
+import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -64,16 +72,97 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, (to_json(value, indent=2) + "\n").encode())
 
 
-def atomic_torch_save(path: Path, obj: Any) -> None:
+def atomic_torch_save(path: Path, obj: Any, keep_previous: Path | None = None) -> None:
+    """``torch.save`` to a temporary file, fsync, then rename over ``path``.
+
+    ``keep_previous``: move the current ``path`` there first, so the checkpoint before survives a damaged new
+    one. A kill between the two renames leaves ``keep_previous`` and no ``path``: readers try both.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: ``unsafe`` when it holds objects a weights-only load refuses."""
+
+    def __init__(self, path: Path, reason: str, unsafe: bool = False):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason, self.unsafe = Path(path), reason, unsafe
+
+
+def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
+    """A checkpoint read with ``torch.load(weights_only=True)``: tensors, numbers, strings and plain containers.
+
+    Raises ``CheckpointError``: damaged (truncated, not a checkpoint) or unsafe (a pickle that would build other
+    objects, e.g. run code through ``__reduce__``: refused before anything is built).
+    """
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            raise CheckpointError(
+                path, "refused: it holds Python objects a weights-only load does not allow, so it was not written "
+                "by replab or was altered (only load checkpoints you trust)", unsafe=True) from None
+        raise CheckpointError(path, f"damaged ({first_line})") from None
+    except FileNotFoundError:
+        raise CheckpointError(path, "missing") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(path, f"damaged ({first_line})") from None
+    if not isinstance(checkpoint, dict) or not {"epoch", "model"} <= set(checkpoint):
+        raise CheckpointError(path, "not a replab checkpoint (no epoch and model state)")
+    return checkpoint
+
+
+class RunLocked(Exception):
+    """Another live process holds the run folder's lock."""
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run>/.lock`` for the life of a run: one writer per run folder.
+
+    The kernel drops the lock when its process ends, however it ends, so a lock file left by a dead process never
+    blocks. The holder writes its pid into the file, for the message another process gets.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.path = Path(folder) / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunLocked(f"{self.path.parent} is being written by another process (pid {holder}); "
+                                "wait for it to end or stop it, then --resume") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 class RunDir:
@@ -87,6 +176,7 @@ class RunDir:
     summary = property(lambda self: self.path / "summary.json")
     log = property(lambda self: self.path / "train.log")
     last_checkpoint = property(lambda self: self.path / "last.pt")
+    previous_checkpoint = property(lambda self: self.path / "previous.pt")
     best_checkpoint = property(lambda self: self.path / "best.pt")
 
     def exists(self) -> bool:
@@ -96,11 +186,39 @@ class RunDir:
         atomic_write_json(self.config, config)
 
     def append_metrics(self, record: dict) -> None:
+        """One line, fsynced; a failed write (full disk) is cut off again, leaving the earlier lines intact."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics, "a") as f:
-            f.write(to_json(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with open(self.metrics, "ab") as f:
+            size = f.tell()
+            try:
+                f.write((to_json(record) + "\n").encode())
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    f.truncate(size)
+                raise
+
+    def save_checkpoints(self, state: dict, best: bool) -> None:
+        """``best.pt`` if this epoch is the best so far, then ``last.pt`` (its predecessor kept as ``previous.pt``)."""
+        if best:
+            atomic_torch_save(self.best_checkpoint, state)
+        atomic_torch_save(self.last_checkpoint, state, keep_previous=self.previous_checkpoint)
+
+    def remove_temporary_files(self) -> None:
+        """The ``.<name>.*.tmp`` files of atomic writes that a kill interrupted (only the lock holder calls this)."""
+        for leftover in self.path.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+    def remove_contents(self, keep: tuple[str, ...] = (".lock",)) -> None:
+        """Empty the folder for a new run (``--overwrite``), keeping the lock this process holds."""
+        for child in self.path.iterdir():
+            if child.name in keep:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.summary, summary)
@@ -116,16 +234,29 @@ class RunDir:
         return _read_json(self.summary)
 
     def read_metrics(self) -> list[dict]:
-        """The complete epoch records, in order (a torn last line from a kill is ignored)."""
-        if not self.metrics.exists():
-            return []
-        records = []
-        for line in self.metrics.read_text().splitlines():
+        """The complete epoch records, in order (a torn last line from a kill, and anything after it, is ignored)."""
+        return self.read_metrics_checked()[0]
+
+    def read_metrics_checked(self) -> tuple[list[dict], str | None]:
+        """The epoch records before the first unreadable line, and what was wrong (``None``: every line read)."""
+        try:
+            text = self.metrics.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return [], None
+        except OSError as error:
+            return [], f"metrics.jsonl unreadable ({error.strerror})"
+        records: list[dict] = []
+        lines = text.splitlines()
+        for number, line in enumerate(lines, 1):
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
-                break
-        return records
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                torn_end = number == len(lines) and not text.endswith("\n")
+                return records, None if torn_end else f"metrics.jsonl damaged at line {number}"
+            records.append(record)
+        return records, None
 
     def keep_metrics_through(self, epoch: int) -> list[dict]:
         """Drop epoch records after ``epoch`` (written after the checkpoint a resume starts from)."""
@@ -135,10 +266,19 @@ class RunDir:
 
 
 def _read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``; ``None`` when it is missing or damaged (see ``_json_problem``)."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
+
+
+def _json_problem(path: Path) -> str | None:
+    """Why ``path`` exists but holds no JSON object (``None``: missing or fine)."""
+    if not path.exists():
+        return None
+    return f"{path.name} damaged" if _read_json(path) is None else None
 
 
 @dataclass
@@ -149,6 +289,7 @@ class RunRecord:
     config: dict = field(default_factory=dict)
     metrics: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # damaged files: what the report marks
 
     @property
     def id(self) -> str:
@@ -156,13 +297,19 @@ class RunRecord:
 
     @property
     def status(self) -> str:
-        """The summary's status; ``running`` for a started run (config or epochs) that has none yet."""
+        """The summary's status; ``running`` for a started run (config or epochs) that has none yet;
+        ``damaged`` when one of its files cannot be read (its numbers may be incomplete)."""
+        if self.problems:
+            return "damaged"
         return self.summary.get("status", "running" if self.metrics or self.config else "missing")
 
 
 def load_run(path: str | os.PathLike) -> RunRecord:
+    """What a run folder holds; damaged files are read as far as they go and listed in ``problems``."""
     run = RunDir(path)
-    return RunRecord(Path(path), run.read_config() or {}, run.read_metrics(), run.read_summary() or {})
+    metrics, metrics_problem = run.read_metrics_checked()
+    problems = [p for p in (_json_problem(run.config), metrics_problem, _json_problem(run.summary)) if p]
+    return RunRecord(Path(path), run.read_config() or {}, metrics, run.read_summary() or {}, problems)
 
 
 def find_runs(roots: Iterable[str | os.PathLike]) -> list[RunRecord]:

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from tqdm import tqdm
 
 from replab.data import resolve_data_dir
 from replab.experiments import Experiment, RunSettings
-from replab.runlog import RunDir, atomic_torch_save
+from replab.runlog import CheckpointError, RunDir, RunLock, RunLocked, load_checkpoint
 from replab.system import MemoryMonitor, Stopwatch, environment, native_bf16_cpu, pick_device, release_free_memory
 from replab.tasks import Task, make_task
 
@@ -43,6 +42,10 @@ class RunError(Exception):
 
 class Diverged(Exception):
     """The loss became NaN or infinite."""
+
+
+class WriteFailed(Exception):
+    """The run's files could not be written (full disk, folder gone or read-only): the run ends as ``failed``."""
 
 
 def build_optimizer(experiment: Experiment, parameters) -> torch.optim.Optimizer:
@@ -200,20 +203,47 @@ class Trainer:
         }
 
     def restore(self) -> tuple[int, dict, list[dict]]:
-        """Load ``last.pt``; drop metrics written after it. Returns (epochs done, best so far, their metrics)."""
-        if not self.run.last_checkpoint.exists():  # killed before the first checkpoint was complete
+        """Load the newest readable checkpoint (``last.pt``, else ``previous.pt``); drop metrics written after it.
+
+        Returns (epochs done, best so far, their metrics). A damaged ``last.pt`` falls back to ``previous.pt`` with
+        a warning; no checkpoint file at all (killed before the first one was complete) starts from epoch 0;
+        checkpoint files none of which can be read, or one a weights-only load refuses, raise ``RunError``.
+        """
+        candidates = [p for p in (self.run.last_checkpoint, self.run.previous_checkpoint) if p.exists()]
+        if not candidates:
             if self.dist.is_main and self.run.metrics.exists():
                 self.run.keep_metrics_through(0)
             return 0, {}, []
-        checkpoint = torch.load(self.run.last_checkpoint, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.scaler.load_state_dict(checkpoint["scaler"])
-        torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
-        epoch = checkpoint["epoch"]
-        records = self.run.keep_metrics_through(epoch) if self.dist.is_main else []
-        return epoch, checkpoint["best"], records
+        problems = []
+        for path in candidates:
+            try:
+                epoch, best = self._load_state(load_checkpoint(path, map_location=self.device), path)
+            except CheckpointError as error:
+                if error.unsafe:
+                    raise RunError(f"{error}; nothing was loaded") from None
+                problems.append(f"{path.name} {error.reason}")
+                log.warning("cannot resume from %s: %s", path, error.reason)
+                continue
+            if problems:
+                log.warning("%s: resuming from %s, epoch %d; the metrics of later epochs are dropped",
+                            "; ".join(problems), path, epoch)
+            records = self.run.keep_metrics_through(epoch) if self.dist.is_main else []
+            return epoch, best, records
+        raise RunError(f"no readable checkpoint in {self.run.path} ({'; '.join(problems)}): "
+                       "start the run again with --overwrite")
+
+    def _load_state(self, checkpoint: dict, path: Path) -> tuple[int, dict]:
+        """Model, optimizer, scheduler, scaler and RNG from a checkpoint; returns (its epoch, best so far)."""
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+            self.scaler.load_state_dict(checkpoint["scaler"])
+            torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
+            return int(checkpoint["epoch"]), dict(checkpoint["best"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise CheckpointError(path, f"does not fit this run ({first_line})") from None
 
     # -- one pass -------------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int, monitor: MemoryMonitor) -> tuple[dict, float, float]:
@@ -273,10 +303,13 @@ class Trainer:
         e, metric = self.experiment, self.task.metric
         start_epoch, best, records = self.restore() if self.settings.resume else (0, {}, [])
         if self.dist.is_main:
-            if start_epoch == 0 and not self.settings.resume:
+            try:
                 self.run.path.mkdir(parents=True, exist_ok=True)
-            self.run.write_config(self.config_record())
-            self.run.discard_summary()  # until this attempt ends, the folder reads as a run in progress
+                self.run.remove_temporary_files()  # of a write a kill cut short
+                self.run.write_config(self.config_record())
+                self.run.discard_summary()  # until this attempt ends, the folder reads as a run in progress
+            except OSError as error:
+                raise RunError(f"cannot write the run folder {self.run.path}: {error.strerror or error}") from None
         wall_offset = records[-1]["wall_seconds"] if records else 0.0
         run_clock = time.perf_counter()
         status, reason = "completed", None
@@ -307,17 +340,16 @@ class Trainer:
                     improved = not best or self._better(val_scores[metric], best["value"])
                     if improved:
                         best = {"value": val_scores[metric], "epoch": epoch}
-                    records.append(record)
                     if self.dist.is_main:
-                        self.run.append_metrics(record)
-                        if improved:
-                            atomic_torch_save(self.run.best_checkpoint, self.state(epoch, best))
-                        atomic_torch_save(self.run.last_checkpoint, self.state(epoch, best))
+                        self._save_epoch(record, self.state(epoch, best), improved)
+                    records.append(record)
                     log.info("epoch %d: train loss %.4f %s %.4f | valid loss %.4f %s %.4f | %.1fs", epoch,
                              record["train_loss"], metric, record[f"train_{metric}"], record["val_loss"], metric,
                              record[f"val_{metric}"], train_seconds)
             except Diverged as error:
                 status, reason = "diverged", str(error)
+            except WriteFailed as error:
+                status, reason = "failed", str(error)
             except KeyboardInterrupt:
                 status, reason = "interrupted", "stopped by the user (Ctrl-C); continue with --resume"
             except Exception as error:  # recorded, then raised again
@@ -325,6 +357,15 @@ class Trainer:
                 self._finish(records, best, status, reason, test=False)
                 raise
         return self._finish(records, best, status, reason, test=status == "completed")
+
+    def _save_epoch(self, record: dict, state: dict, improved: bool) -> None:
+        """The epoch's metrics line, then its checkpoints; a failed write keeps the earlier ones intact."""
+        try:
+            self.run.append_metrics(record)
+            self.run.save_checkpoints(state, best=improved)
+        except OSError as error:
+            raise WriteFailed(f"could not write to {self.run.path}: {error.strerror or error}; the last good "
+                              "checkpoint and metrics are kept: free space, then --resume") from error
 
     def _better(self, value: float, best: float) -> bool:
         return value > best if self.task.higher_is_better else value < best
@@ -355,11 +396,17 @@ class Trainer:
             summary["test_final"] = self.evaluate("test")
             self.dist.barrier()  # rank 0 wrote best.pt (single-node: one shared folder)
             if self.run.best_checkpoint.exists():
-                checkpoint = torch.load(self.run.best_checkpoint, map_location=self.device, weights_only=False)
-                self.model.load_state_dict(checkpoint["model"])
-                summary["test_best"] = {**self.evaluate("test"), "epoch": checkpoint["epoch"]}
+                try:
+                    checkpoint = load_checkpoint(self.run.best_checkpoint, map_location=self.device)
+                    self.model.load_state_dict(checkpoint["model"])
+                    summary["test_best"] = {**self.evaluate("test"), "epoch": checkpoint["epoch"]}
+                except (CheckpointError, RuntimeError) as error:
+                    log.warning("no test score of the best checkpoint: %s", error)
         if self.dist.is_main:
-            self.run.write_summary(summary)
+            try:
+                self.run.write_summary(summary)
+            except OSError as error:
+                log.error("could not write %s: %s", self.run.summary, error.strerror or error)
         log.info("%s %s%s", self.experiment.id, status, f": {reason}" if reason else "")
         return summary
 
@@ -402,19 +449,49 @@ def train(experiment: Experiment, settings: RunSettings) -> dict:
     """Train one experiment; returns its summary. Raises ``RunError`` for bad input before touching any file.
 
     With ``settings.resume``, a run that already completed its epochs is left as it is and its summary returned.
+    The run folder is locked for the whole run (rank 0): a second process on it gets ``RunError`` at once.
     """
     if settings.resume and (summary := completed_summary(experiment, settings)) is not None:
         log.info("%s already completed: nothing to resume", experiment.id)
         return summary
-    trainer = Trainer(experiment, settings)
-    trainer.setup()
-    if settings.overwrite and trainer.dist.is_main and trainer.run.path.exists():
-        shutil.rmtree(trainer.run.path)
-    trainer.dist.barrier()
-    handler = _attach_log_file(trainer.run) if trainer.dist.is_main else None
+    trainer = Trainer(experiment, settings)  # input checks: they read, create nothing, take no lock
+    with _locked_run_folder(trainer.run, trainer.dist.is_main):
+        trainer.setup()
+        if settings.overwrite and trainer.dist.is_main:
+            trainer.run.remove_contents()
+        trainer.dist.barrier()
+        handler = _attach_log_file(trainer.run) if trainer.dist.is_main else None
+        try:
+            return trainer.fit()
+        finally:
+            if handler is not None:
+                logging.getLogger("replab").removeHandler(handler)
+                handler.close()
+
+
+@contextlib.contextmanager
+def _locked_run_folder(run: RunDir, is_main: bool):
+    """Hold the run folder's lock (rank 0 only). Folders this creates are removed again if the run leaves
+    nothing in them (bad input found after the lock was taken)."""
+    if not is_main:
+        yield
+        return
+    created = [p for p in (run.path, *run.path.parents) if not p.exists()]
     try:
-        return trainer.fit()
+        run.path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create the run folder {run.path}: {error.strerror or error}") from None
+    lock = RunLock(run.path)
+    try:
+        lock.acquire()
+    except RunLocked as error:
+        raise RunError(str(error)) from None
+    try:
+        yield
     finally:
-        if handler is not None:
-            logging.getLogger("replab").removeHandler(handler)
-            handler.close()
+        lock.release()
+        if created and [p.name for p in run.path.iterdir()] == [".lock"]:
+            lock.path.unlink(missing_ok=True)
+            for folder in created:  # innermost first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from replab.data import checksums
+
 __all__ = [
     "CLASSES",
     "MEAN",
@@ -119,6 +121,7 @@ def _read_pickle(path: Path) -> dict:
     """A batch file as a dict with str keys (bytes keys, as written by ``encoding="bytes"``, are decoded)."""
     if not path.is_file():
         raise FileNotFoundError(f"CIFAR-10 file {path} not found. " + _HOW_TO_GET)
+    checksums.verify(path, "CIFAR-10")
     try:
         with open(path, "rb") as handle:
             content = _ArrayUnpickler(handle, encoding="latin1").load()
@@ -165,7 +168,8 @@ def load_cifar10(root: str | os.PathLike, valid_size: int = 5000, seed: int = 42
 
     The 50,000 training images are split by ``torch.randperm(50000, generator=torch.Generator().manual_seed(
     seed))``: its first ``valid_size`` indices form ``valid``, the rest ``train`` (in permutation order); the
-    10,000 test images keep their file order. Deterministic for a given seed. The files are not checksummed.
+    10,000 test images keep their file order. Deterministic for a given seed. Files listed in an ``MD5SUMS``
+    beside them (written by ``download_cifar10``; the course's copy has one) are checked against it first.
     """
     folder = _find_folder(Path(root))
     classes = CLASSES
@@ -446,8 +450,9 @@ def download_cifar10(
     If it (or ``root/cifar10/cifar-10-batches-py``) already holds every batch file, it is returned untouched,
     without any network access or checksum. Otherwise the archive is streamed to a temporary file inside
     ``root`` (with a tqdm progress bar), its MD5 checked against ``md5`` (skipped when ``None``), extracted into
-    a temporary folder inside ``root`` (members escaping it, links and devices are refused) and moved into place
-    with one atomic ``os.replace``. On any failure the temporary file and folder are removed.
+    a temporary folder inside ``root`` (members escaping it, links and devices are refused), the MD5 of each file
+    recorded in its ``MD5SUMS`` (so a later change is caught on load), and moved into place with one atomic
+    ``os.replace``. On any failure the temporary file and folder are removed.
     """
     root = Path(root)
     target = root / FOLDER
@@ -508,6 +513,8 @@ def download_cifar10(
             raise ValueError(f"cannot extract the CIFAR-10 archive downloaded from {url}: {error}") from error
         if not _complete(extract_dir / FOLDER):
             raise ValueError(f"the archive from {url} does not contain {FOLDER}/ with every batch file")
+        extracted = extract_dir / FOLDER
+        checksums.write_md5sums(extracted, sorted(p.name for p in extracted.iterdir() if p.is_file()))
         os.replace(extract_dir / FOLDER, target)
         return target
     finally:

@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from replab.data import checksums
 
 __all__ = ["Wikitext2", "SPLITS", "BREAK_MODES"]
 
@@ -81,7 +84,9 @@ def _pack_contiguous(starts: np.ndarray, ends: np.ndarray, capacity: int):
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``tokens`` (int64, flat) and ``sizes`` (int64) of one split file, validated."""
+    """``tokens`` (int64, flat) and ``sizes`` (int64) of one split file, validated (and checked against the
+    ``MD5SUMS`` beside it, where there is one)."""
+    checksums.verify(path, "Wikitext-2")
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -89,7 +94,7 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with archive:
             files = set(archive.files)
             arrays = {key: archive[key] for key in ("tokens", "sizes") if key in files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError) as error:
         raise ValueError(f"cannot read {path} as a Wikitext-2 .npz file ({error}). " + _HOW_TO_GET) from error
     missing = {"tokens", "sizes"} - set(arrays)
     if missing:

@@ -175,7 +175,8 @@ class RunView:
 
     @property
     def status(self) -> str:
-        """completed, interrupted, diverged, failed, incomplete (metrics, no summary), not started or missing."""
+        """completed, interrupted, diverged, failed, incomplete (metrics, no summary), damaged (a file cannot be
+        read), not started or missing."""
         if self.missing:
             return "missing"
         return STATUS_TEXT.get(self.record.status, self.record.status)
@@ -202,7 +203,7 @@ class RunView:
     @property
     def reason(self) -> str | None:
         """Why an unfinished run stopped (shortened to one line)."""
-        reason = self.record.summary.get("reason")
+        reason = "; ".join(self.record.problems) or self.record.summary.get("reason")
         return None if not reason else reason if len(reason) <= 100 else reason[:99].rstrip() + "…"
 
     # -- curves ---------------------------------------------------------------------------------------

@@ -164,7 +164,8 @@ def runs_table(study: Study) -> Table:
                          run.limits + run.deviations)])
     caption = ("Every run folder found, with its status and provenance. Status: completed; incomplete (started, "
                "no summary yet: still running, or killed); interrupted, diverged or failed (with the "
-               "reason). Device and amp (autocast precision) as recorded by the trainer; Commit: git commit of "
+               "reason); damaged (a file of the run cannot be read: which one). Device and amp (autocast "
+               "precision) as recorded by the trainer; Commit: git commit of "
                "the code (-dirty: uncommitted changes). Limits: batch limits per epoch; Full spec: whether the run "
                "used the specification's settings (no batch limits, no changed hyperparameter).")
     return Table("runs", "Runs and provenance", caption,
