@@ -18,6 +18,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -111,12 +112,12 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
+        detail = _weights_unpickler_error(str(error))
+        if "global" in detail.lower() or "reduce" in detail.lower():  # an object it would have had to build
             raise CheckpointError(
-                path, "refused: it holds Python objects a weights-only load does not allow, so it was not written "
-                "by replab or was altered (only load checkpoints you trust)", unsafe=True) from None
-        raise CheckpointError(path, f"damaged ({first_line})") from None
+                path, f"refused: it holds Python objects that a weights-only load does not allow ({detail}), so it "
+                "was not written by replab or was altered (only load checkpoints you trust)", unsafe=True) from None
+        raise CheckpointError(path, f"damaged ({detail})") from None
     except FileNotFoundError:
         raise CheckpointError(path, "missing") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as error:
@@ -125,6 +126,13 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     if not isinstance(checkpoint, dict) or not {"epoch", "model"} <= set(checkpoint):
         raise CheckpointError(path, "not a replab checkpoint (no epoch and model state)")
     return checkpoint
+
+
+def _weights_unpickler_error(message: str) -> str:
+    """The useful part of torch's weights-only error (``Unsupported global: GLOBAL io.open was not ...``)."""
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please|\n|$)", message)
+    text = match.group(1) if match else (message.strip().splitlines() or ["unreadable"])[0]
+    return text.strip().rstrip(".")
 
 
 class RunLocked(Exception):

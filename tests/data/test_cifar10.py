@@ -576,3 +576,20 @@ def test_download_skipped_when_present(tmp_path, monkeypatch):
     (folder / "test_batch").unlink()
     with pytest.raises(FileExistsError, match="incomplete"):
         download_cifar10(tmp_path, url=closed_port_url(), progress=False)
+
+
+def test_download_records_checksums_and_a_later_change_is_refused_on_load(tmp_path, server):
+    base, www, _ = server
+    payload = build_archive(tmp_path)
+    (www / "cifar-10-python.tar.gz").write_bytes(payload)
+    root = tmp_path / "data"
+    folder = download_cifar10(root, url=f"{base}/cifar-10-python.tar.gz", md5=hashlib.md5(payload).hexdigest(),
+                              progress=False)
+    sums = dict(line.split()[::-1] for line in (folder / "MD5SUMS").read_text().splitlines())
+    assert {"data_batch_1", "test_batch", "batches.meta"} <= set(sums)
+    assert all(hashlib.md5((folder / name).read_bytes()).hexdigest() == md5 for name, md5 in sums.items())
+    data = bytearray((folder / "data_batch_2").read_bytes())
+    data[-100] ^= 0xFF  # one pixel: the pickle still loads
+    (folder / "data_batch_2").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="data_batch_2 does not match its checksum"):
+        load_cifar10(root, valid_size=5)
