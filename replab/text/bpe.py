@@ -1,0 +1,201 @@
+"""GPT-1's byte-pair encoding, from its published vocabulary, with the course's token ids (GPT-1 id + 1; 0 pads).
+
+Text -> ids (``encode``): the literal ``<unk>`` is split out first (it is GPT-1's unknown token, id 1 here, and
+Wikitext-2 writes rare words as ``<unk>``); the rest is pre-tokenized into words the way the course's token files
+were made (measured against them, see the README): control characters dropped, whitespace split, spaces put
+around CJK ideographs, lower case, accents stripped (NFD, combining marks removed), and every punctuation character
+its own word (ASCII symbols and Unicode ``P*`` categories). Each word is then byte-pair encoded: its characters,
+the last one marked ``</w>``, merged pair by pair in the order of the merge table; a piece that is not in the
+vocabulary becomes ``<unk>``. Words are cached, so a corpus of millions of words takes seconds.
+
+Ids -> text (``decode``): the pieces are joined, ``</w>`` ending a word; ``readable=True`` (default) then tidies
+the spaces of punctuation (``word ,`` -> ``word,``, ``( word )`` -> ``(word)``, Wikitext's ``@-@`` kept whole),
+which ``encode`` undoes because it splits punctuation again. ``readable=False`` returns the words separated by
+single spaces with ``<unk>`` glued to its neighbours as in the ids, the form that preserves token boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from functools import cache
+from importlib import resources
+
+__all__ = ["GPT1Tokenizer", "UNK", "PAD_ID", "UNK_ID", "pre_tokenize"]
+
+UNK = "<unk>"
+PAD_ID = 0  # our padding id (no GPT-1 token)
+UNK_ID = 1  # GPT-1's <unk> (encoder id 0) + 1
+END = "</w>"
+
+_CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+        (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
+@cache
+def _char_class(char: str) -> str:
+    """'drop' (control, NUL, U+FFFD), 'space', 'cjk', 'punct' or 'letter' (anything else)."""
+    if char in " \t\n\r":
+        return "space"
+    code = ord(char)
+    category = unicodedata.category(char)
+    if code == 0 or code == 0xFFFD or category.startswith("C"):
+        return "drop"
+    if category == "Zs":
+        return "space"
+    if any(low <= code <= high for low, high in _CJK):
+        return "cjk"
+    if 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126 or category.startswith("P"):
+        return "punct"
+    return "letter"
+
+
+def _normalise_word(word: str) -> str:
+    """Lower case, then accents stripped: NFD and combining marks (category Mn) removed."""
+    word = unicodedata.normalize("NFD", word.lower())
+    return "".join(c for c in word if unicodedata.category(c) != "Mn")
+
+
+@cache
+def _split_chunk(chunk: str) -> tuple[str, ...]:
+    """The words of a whitespace-free chunk: normalised, then punctuation and CJK characters split off."""
+    words: list[str] = []
+    current: list[str] = []
+    for char in _normalise_word(chunk):
+        kind = _char_class(char)
+        if kind == "drop":
+            continue
+        if kind in ("punct", "cjk", "space"):
+            if current:
+                words.append("".join(current))
+                current = []
+            if kind != "space":
+                words.append(char)
+        else:
+            current.append(char)
+    if current:
+        words.append("".join(current))
+    return tuple(words)
+
+
+def pre_tokenize(text: str) -> list[str]:
+    """The words ``text`` is byte-pair encoded by (``<unk>`` stays one word). str -> list of str."""
+    words: list[str] = []
+    for i, part in enumerate(text.split(UNK)):
+        if i:
+            words.append(UNK)
+        cleaned = "".join(" " if _char_class(c) == "space" else c for c in unicodedata.normalize("NFC", part))
+        for chunk in cleaned.split():
+            words.extend(_split_chunk(chunk))
+    return words
+
+
+_PUNCT_ATTACH_LEFT = re.compile(r" ([.,;:!?%)\]}])")
+_PUNCT_ATTACH_RIGHT = re.compile(r"([(\[{$]) ")
+_WIKI_JOINERS = re.compile(r"@ ([-.,]) @")
+
+
+def _tidy(text: str) -> str:
+    """Readable spacing of punctuation: ``a , b ( c )`` -> ``a, b (c)``; Wikitext's ``@ - @`` -> ``@-@``."""
+    text = _WIKI_JOINERS.sub(r"@\1@", text)
+    text = _PUNCT_ATTACH_LEFT.sub(r"\1", text)
+    return _PUNCT_ATTACH_RIGHT.sub(r"\1", text)
+
+
+class GPT1Tokenizer:
+    """GPT-1 BPE with the course's ids. ``vocabulary_size`` = 40,479 (40,478 GPT-1 tokens + padding).
+
+    Args:
+        encoder: GPT-1 token string -> GPT-1 id (``encoder_bpe_40000.json``).
+        merges: the merge table, highest priority first (``vocab_40000.bpe`` without its version line).
+    """
+
+    def __init__(self, encoder: dict[str, int], merges: list[tuple[str, str]]):
+        self.pieces = [""] * (max(encoder.values()) + 2)  # our id -> token string; id 0 pads
+        for piece, gpt1_id in encoder.items():
+            self.pieces[gpt1_id + 1] = piece
+        self.ids = {piece: i for i, piece in enumerate(self.pieces) if i}
+        if self.ids.get(UNK) != UNK_ID:
+            raise ValueError(f"the vocabulary must hold {UNK} as GPT-1 id 0")
+        self.ranks = {pair: rank for rank, pair in enumerate(merges)}
+        self._cache: dict[str, tuple[int, ...]] = {UNK: (UNK_ID,)}
+
+    @classmethod
+    def from_files(cls, encoder_path, merges_path) -> GPT1Tokenizer:
+        with open(encoder_path, encoding="utf-8") as f:
+            encoder = json.load(f)
+        with open(merges_path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+        merges = [tuple(line.split()) for line in lines[1:] if line.strip()]
+        return cls(encoder, merges)
+
+    @classmethod
+    @cache
+    def default(cls) -> GPT1Tokenizer:
+        """The vocabulary shipped with the package (``replab/text/gpt1/``), loaded once."""
+        folder = resources.files("replab.text") / "gpt1"
+        with resources.as_file(folder / "encoder_bpe_40000.json") as encoder, \
+                resources.as_file(folder / "vocab_40000.bpe") as merges:
+            return cls.from_files(encoder, merges)
+
+    @property
+    def vocabulary_size(self) -> int:
+        return len(self.pieces)
+
+    def bpe(self, word: str) -> tuple[str, ...]:
+        """The BPE pieces of one pre-tokenized word, the last one ending in ``</w>``."""
+        symbols = list(word[:-1]) + [word[-1] + END]
+        while len(symbols) > 1:
+            pairs = [(self.ranks.get(pair, len(self.ranks)), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
+            rank, _ = min(pairs)
+            if rank == len(self.ranks):
+                break
+            first, second = next(pair for pair in zip(symbols, symbols[1:]) if self.ranks.get(pair) == rank)
+            merged: list[str] = []
+            i = 0
+            while i < len(symbols):
+                if i < len(symbols) - 1 and symbols[i] == first and symbols[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            symbols = merged
+        return tuple(symbols)
+
+    def encode_word(self, word: str) -> tuple[int, ...]:
+        """Ids of one pre-tokenized word (cached); pieces outside the vocabulary are ``<unk>``."""
+        ids = self._cache.get(word)
+        if ids is None:
+            ids = tuple(self.ids.get(piece, UNK_ID) for piece in self.bpe(word))
+            self._cache[word] = ids
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` (GPT-1 id + 1). Never fails: unknown characters become ``<unk>`` (id 1)."""
+        ids: list[int] = []
+        for word in pre_tokenize(text):
+            ids.extend(self.encode_word(word))
+        return ids
+
+    def tokens(self, ids) -> list[str]:
+        """The token strings of ``ids`` (padding, id 0, skipped). Raises ValueError for an id out of range."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < len(self.pieces):
+                raise ValueError(f"token id {i} is outside the vocabulary (0..{len(self.pieces) - 1})")
+            if i != PAD_ID:
+                out.append(self.pieces[i])
+        return out
+
+    def decode(self, ids, readable: bool = True) -> str:
+        """Text of ``ids``: pieces joined, ``</w>`` ending words. ``readable``: ``<unk>`` as a word of its own and
+        punctuation spaced as in prose (see the module docstring); else the boundary-preserving form."""
+        pieces = self.tokens(ids)
+        if readable:
+            pieces = [f" {UNK} " if p == UNK else p for p in pieces]
+        text = "".join(pieces).replace(END, " ")
+        text = " ".join(text.split())
+        return _tidy(text) if readable else text
