@@ -1,17 +1,19 @@
 """GPT-1's byte-pair encoding, from its published vocabulary, with the course's token ids (GPT-1 id + 1; 0 pads).
 
-Text -> ids (``encode``): the literal ``<unk>`` is split out first (it is GPT-1's unknown token, id 1 here, and
-Wikitext-2 writes rare words as ``<unk>``); the rest is pre-tokenized into words the way the course's token files
-were made (measured against them, see the README): control characters dropped, whitespace split, spaces put
-around CJK ideographs, lower case, accents stripped (NFD, combining marks removed), and every punctuation character
-its own word (ASCII symbols and Unicode ``P*`` categories). Each word is then byte-pair encoded: its characters,
-the last one marked ``</w>``, merged pair by pair in the order of the merge table; a piece that is not in the
-vocabulary becomes ``<unk>``. Words are cached, so a corpus of millions of words takes seconds.
+Text -> ids (``encode``): pre-tokenized into words the way the course's token files were made (measured against
+them, see the README): control characters dropped, whitespace split, spaces put around CJK ideographs, lower
+case, accents stripped (NFD, combining marks removed), and every punctuation character a word of its own (ASCII
+symbols and Unicode ``P*`` categories). Each word is then byte-pair encoded: its characters, the last one marked
+``</w>``, merged pair by pair in the order of the merge table; a piece outside the vocabulary (a character GPT-1
+never saw, e.g. IPA symbols or ``–``) becomes GPT-1's unknown token ``<unk>`` (id 1 here). The literal text
+``<unk>`` (Wikitext-2 writes rare words so) reads as one such unknown character, part of the word around it:
+``ti<unk>kal`` -> ``ti`` ``<unk>`` ``kal</w>``, as the course's files hold it. Words are cached: a corpus of
+millions of words takes seconds.
 
-Ids -> text (``decode``): the pieces are joined, ``</w>`` ending a word; ``readable=True`` (default) then tidies
-the spaces of punctuation (``word ,`` -> ``word,``, ``( word )`` -> ``(word)``, Wikitext's ``@-@`` kept whole),
-which ``encode`` undoes because it splits punctuation again. ``readable=False`` returns the words separated by
-single spaces with ``<unk>`` glued to its neighbours as in the ids, the form that preserves token boundaries.
+Ids -> text (``decode``): the pieces joined, ``</w>`` ending a word. ``<unk>`` is written ``<unk>``, followed by
+a space unless it sits inside a word. Punctuation is spaced as in prose (``word ,`` -> ``word,``, ``( word )`` ->
+``(word)``; Wikitext's ``@-@`` kept whole), which ``encode`` undoes since it splits punctuation again, so
+``encode(decode(ids)) == ids`` for every sequence a tokenizer like this one can produce.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 __all__ = ["GPT1Tokenizer", "UNK", "PAD_ID", "UNK_ID", "pre_tokenize"]
@@ -28,6 +30,7 @@ UNK = "<unk>"
 PAD_ID = 0  # our padding id (no GPT-1 token)
 UNK_ID = 1  # GPT-1's <unk> (encoder id 0) + 1
 END = "</w>"
+_UNKNOWN_CHAR = "\ue000"  # stands for the literal <unk> during encoding: a private-use character, in no merge
 
 _CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
         (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
@@ -38,6 +41,8 @@ def _char_class(char: str) -> str:
     """'drop' (control, NUL, U+FFFD), 'space', 'cjk', 'punct' or 'letter' (anything else)."""
     if char in " \t\n\r":
         return "space"
+    if char == _UNKNOWN_CHAR:
+        return "letter"
     code = ord(char)
     category = unicodedata.category(char)
     if code == 0 or code == 0xFFFD or category.startswith("C"):
@@ -57,7 +62,7 @@ def _normalise_word(word: str) -> str:
     return "".join(c for c in word if unicodedata.category(c) != "Mn")
 
 
-@cache
+@lru_cache(maxsize=1 << 18)
 def _split_chunk(chunk: str) -> tuple[str, ...]:
     """The words of a whitespace-free chunk: normalised, then punctuation and CJK characters split off."""
     words: list[str] = []
@@ -80,14 +85,11 @@ def _split_chunk(chunk: str) -> tuple[str, ...]:
 
 
 def pre_tokenize(text: str) -> list[str]:
-    """The words ``text`` is byte-pair encoded by (``<unk>`` stays one word). str -> list of str."""
+    """The words ``text`` is byte-pair encoded by; ``<unk>`` is one character of them, U+E000. str -> list of str."""
+    text = unicodedata.normalize("NFC", text).replace(UNK, _UNKNOWN_CHAR)
     words: list[str] = []
-    for i, part in enumerate(text.split(UNK)):
-        if i:
-            words.append(UNK)
-        cleaned = "".join(" " if _char_class(c) == "space" else c for c in unicodedata.normalize("NFC", part))
-        for chunk in cleaned.split():
-            words.extend(_split_chunk(chunk))
+    for chunk in "".join(" " if _char_class(c) == "space" else c for c in text).split():
+        words.extend(_split_chunk(chunk))
     return words
 
 
@@ -119,7 +121,7 @@ class GPT1Tokenizer:
         if self.ids.get(UNK) != UNK_ID:
             raise ValueError(f"the vocabulary must hold {UNK} as GPT-1 id 0")
         self.ranks = {pair: rank for rank, pair in enumerate(merges)}
-        self._cache: dict[str, tuple[int, ...]] = {UNK: (UNK_ID,)}
+        self._cache: dict[str, tuple[int, ...]] = {}
 
     @classmethod
     def from_files(cls, encoder_path, merges_path) -> GPT1Tokenizer:
@@ -146,17 +148,17 @@ class GPT1Tokenizer:
     def bpe(self, word: str) -> tuple[str, ...]:
         """The BPE pieces of one pre-tokenized word, the last one ending in ``</w>``."""
         symbols = list(word[:-1]) + [word[-1] + END]
+        never = len(self.ranks)
         while len(symbols) > 1:
-            pairs = [(self.ranks.get(pair, len(self.ranks)), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
-            rank, _ = min(pairs)
-            if rank == len(self.ranks):
+            pairs = list(zip(symbols[:-1], symbols[1:], strict=True))
+            best = min(pairs, key=lambda pair: self.ranks.get(pair, never))
+            if best not in self.ranks:
                 break
-            first, second = next(pair for pair in zip(symbols, symbols[1:]) if self.ranks.get(pair) == rank)
             merged: list[str] = []
             i = 0
             while i < len(symbols):
-                if i < len(symbols) - 1 and symbols[i] == first and symbols[i + 1] == second:
-                    merged.append(first + second)
+                if i < len(symbols) - 1 and (symbols[i], symbols[i + 1]) == best:
+                    merged.append(symbols[i] + symbols[i + 1])
                     i += 2
                 else:
                     merged.append(symbols[i])
@@ -190,12 +192,15 @@ class GPT1Tokenizer:
                 out.append(self.pieces[i])
         return out
 
-    def decode(self, ids, readable: bool = True) -> str:
-        """Text of ``ids``: pieces joined, ``</w>`` ending words. ``readable``: ``<unk>`` as a word of its own and
-        punctuation spaced as in prose (see the module docstring); else the boundary-preserving form."""
+    def decode(self, ids) -> str:
+        """Text of ``ids``: pieces joined, ``</w>`` ending words, ``<unk>`` spaced as a word unless it is inside
+        one, punctuation spaced as in prose (see the module docstring). ids: iterable of int -> str."""
         pieces = self.tokens(ids)
-        if readable:
-            pieces = [f" {UNK} " if p == UNK else p for p in pieces]
-        text = "".join(pieces).replace(END, " ")
-        text = " ".join(text.split())
-        return _tidy(text) if readable else text
+        out: list[str] = []
+        for piece in pieces:
+            if piece == UNK:  # inside a word when the previous piece left one open (no </w>, no space)
+                inside = bool(out) and not out[-1].endswith((END, " "))
+                piece = UNK if inside else UNK + " "
+            out.append(piece)
+        text = " ".join("".join(out).replace(END, " ").split())
+        return _tidy(text)
