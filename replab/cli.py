@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_commands(commands)
 
+    from replab.generate import add_generate_command
+
+    add_generate_command(commands)
+
     from benchmarks.cli import add_bench_command
 
     add_bench_command(commands)
