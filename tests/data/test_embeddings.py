@@ -153,7 +153,7 @@ def test_wrong_layout_is_refused(tmp_path):
         httpd.server_close()
 
 
-def test_cli_download_then_an_lstm_run_uses_them_frozen_and_tied(tmp_path, server, data_root, capsys):
+def test_cli_download_then_an_lstm_run_uses_them_frozen_and_tied_and_writes(tmp_path, server, data_root, capsys):
     base = server[0]
     data = tmp_path / "data"
     data.mkdir()
@@ -169,3 +169,10 @@ def test_cli_download_then_an_lstm_run_uses_them_frozen_and_tied(tmp_path, serve
     assert config["parameters"] == {"total": 34_107_392, "learnable": 3_019_520}
     assert config["task"]["embeddings"].startswith("pretrained GPT-1 (frozen, tied")
     assert config["task"]["embeddings_file"] == str(data / "embeddings.npz")
+    capsys.readouterr()
+    texts = []
+    for _ in range(2):  # the trained run writes text, the same for the same seed
+        assert main(["generate", str(tmp_path / "runs" / "lstm-1"), "--tokens", "10", "--seed", "7",
+                     "--data-dir", str(data)]) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] and len(texts[0].split()) > 10
