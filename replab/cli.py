@@ -3,7 +3,7 @@
     replab configs [--json]                 the registry of experiments, every hyperparameter resolved
     replab train ID [overrides]             one experiment into runs/ID/
     replab grid {lstm,vit,cnn,all} [...]    experiments one after another, skipping completed ones, resuming others
-    replab data {check,download}            what data is where; download what can be downloaded
+    replab data {check,download}            what data is where; download what can be downloaded (--embeddings: GPT-1's)
     replab generate RUN_DIR [...]           text sampled from a trained LSTM
 
 Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C).

@@ -64,10 +64,7 @@ class Sample:
     ids: list[int]
     prompt: str
     continuation: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.prompt} {self.continuation}".strip()
+    text: str  # the prompt and its continuation, decoded together
 
 
 def load_lstm(run_dir: str | Path, checkpoint: str = "best") -> tuple[LSTM, dict]:
@@ -163,7 +160,7 @@ def sample(model: LSTM, prompt: str, settings: SampleSettings, tokenizer: GPT1To
     ids = generate(model, prompt_ids, settings)
     head, whole = tokenizer.decode(prompt_ids), tokenizer.decode(prompt_ids + ids)
     continuation = whole[len(head):].strip() if whole.startswith(head) else tokenizer.decode(ids)
-    return Sample(prompt_ids, ids, head, continuation)
+    return Sample(prompt_ids, ids, head, continuation, whole)
 
 
 # ------------------------------------------------------------------------------------------------ command
