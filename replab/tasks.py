@@ -125,7 +125,11 @@ class LanguageModelingTask(Task):
     def build_model(self) -> LSTM:
         e = self.experiment
         if self.embeddings_file:
-            return LSTM.load_embeddings_from(self.embeddings_file, e.hidden_size, e.num_layers, False)
+            model = LSTM.load_embeddings_from(self.embeddings_file, e.hidden_size, e.num_layers, False)
+            learnable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            log.info("embeddings: %s, frozen and tied to the output layer; %s learnable parameters of %s",
+                     self.embeddings_file, f"{learnable:,}", f"{sum(p.numel() for p in model.parameters()):,}")
+            return model
         model = LSTM(Wikitext2.vocabulary_size, e.embedding_size, e.hidden_size, e.num_layers, learn_embeddings=True)
         # Without the pretrained file the embeddings start as GPT-1's did, N(0, 0.02): the default N(0, 1), tied to
         # the output layer, gives logits so large that the first perplexity is several times the vocabulary size.
