@@ -109,6 +109,9 @@ class LanguageModelingTask(Task):
         (``none``: learned); on ``--resume``, what the run started with; else ``<data dir>/embeddings.npz`` if
         present, else learned, with a warning (that is not the specification's model)."""
         given = self.settings.embeddings
+        if given and given.lower() != LEARNED_EMBEDDINGS and not Path(given).is_file():
+            raise FileNotFoundError(f"embeddings file not found: {given} (get GPT-1's with `replab data download "
+                                    "--embeddings`, or pass --embeddings none to learn them)")
         if given:
             return None if given.lower() == LEARNED_EMBEDDINGS else given
         if self.settings.resume:

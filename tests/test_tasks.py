@@ -49,7 +49,11 @@ def test_lstm_embeddings_default_to_the_data_folders_file(tmp_path, data_root, c
     assert "not the specification's model" in caplog.text and "replab data download --embeddings" in caplog.text
     (data / "embeddings.npz").write_bytes(b"")  # only its presence is looked at here
     assert chosen() == str(data / "embeddings.npz")
-    assert chosen(embeddings="none") is None and chosen(embeddings="other.npz") == "other.npz"
+    other = tmp_path / "other.npz"
+    other.write_bytes(b"")
+    assert chosen(embeddings="none") is None and chosen(embeddings=str(other)) == str(other)
+    with pytest.raises(FileNotFoundError, match="embeddings file not found: .*missing.npz"):
+        chosen(embeddings=str(tmp_path / "missing.npz"))
     # a resumed run keeps what it started with, even where the data folder has changed since
     RunDir(tmp_path / "runs" / "lstm-1").write_config({"task": {"embeddings_file": None}})
     assert chosen(resume=True) is None
