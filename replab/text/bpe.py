@@ -105,6 +105,10 @@ def _tidy(text: str) -> str:
     return _PUNCT_ATTACH_RIGHT.sub(r"\1", text)
 
 
+def _read_text(path) -> str:
+    return path.read_text(encoding="utf-8") if hasattr(path, "read_text") else open(path, encoding="utf-8").read()
+
+
 class GPT1Tokenizer:
     """GPT-1 BPE with the course's ids. ``vocabulary_size`` = 40,479 (40,478 GPT-1 tokens + padding).
 
@@ -125,21 +129,23 @@ class GPT1Tokenizer:
 
     @classmethod
     def from_files(cls, encoder_path, merges_path) -> GPT1Tokenizer:
-        with open(encoder_path, encoding="utf-8") as f:
-            encoder = json.load(f)
-        with open(merges_path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        """From ``encoder_bpe_40000.json`` and ``vocab_40000.bpe`` (paths or ``importlib.resources`` files)."""
+        encoder = json.loads(_read_text(encoder_path))
+        lines = _read_text(merges_path).split("\n")
         merges = [tuple(line.split()) for line in lines[1:] if line.strip()]
         return cls(encoder, merges)
+
+    @staticmethod
+    def default_files() -> tuple:
+        """The vocabulary shipped with the package: ``replab/text/gpt1/`` (encoder, merges)."""
+        folder = resources.files("replab.text") / "gpt1"
+        return folder / "encoder_bpe_40000.json", folder / "vocab_40000.bpe"
 
     @classmethod
     @cache
     def default(cls) -> GPT1Tokenizer:
-        """The vocabulary shipped with the package (``replab/text/gpt1/``), loaded once."""
-        folder = resources.files("replab.text") / "gpt1"
-        with resources.as_file(folder / "encoder_bpe_40000.json") as encoder, \
-                resources.as_file(folder / "vocab_40000.bpe") as merges:
-            return cls.from_files(encoder, merges)
+        """The tokenizer of the packaged vocabulary, loaded once per process."""
+        return cls.from_files(*cls.default_files())
 
     @property
     def vocabulary_size(self) -> int:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from replab.text import GPT1Tokenizer, pre_tokenize
 from replab.text.bpe import PAD_ID, UNK_ID
+from replab.text.roundtrip import measure
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,16 @@ def test_decoded_text_encodes_to_the_same_ids(tok, text):
 def test_every_line_of_the_validation_split_comes_back(tok, data_root):
     """Measured on all three splits (README): 100% of lines and tokens come back identical."""
     with np.load(data_root / "wikitext2" / "wiki.validation.npz") as data:
-        tokens, sizes = data["tokens"].astype(np.int64), data["sizes"]
-    ends = np.cumsum(sizes)
-    lines = [tokens[end - size : end].tolist() for size, end in zip(sizes, ends, strict=True) if size]
-    different = [i for i, ids in enumerate(lines) if tok.encode(tok.decode(ids)) != ids]
-    assert len(lines) == 2461 and different == []
+        result = measure(tok, data["tokens"].astype(np.int64), data["sizes"], "validation")
+    assert result.lines == 2461 and result.tokens == 245_046
+    assert result.different == [] and result.identical_lines == result.lines
+    assert result.identical_tokens == result.tokens
+
+
+def test_measure_counts_lines_that_do_not_come_back(tok):
+    ids = tok.encode("the lobster")
+    accented = [tok.ids["caf"], tok.ids["é</w>"]]  # in GPT-1's vocabulary, but encode strips accents: "cafe"
+    tokens = np.array(ids + accented + ids, dtype=np.int64)
+    result = measure(tok, tokens, np.array([len(ids), 0, 2, len(ids)]))
+    assert (result.lines, result.identical_lines, result.tokens, result.identical_tokens) == (3, 2, 6, 4)
+    assert result.different == [1]
