@@ -36,6 +36,11 @@ _CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73
         (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 
 
+# Whitespace: tab, newline, carriage return and the space separators (Unicode category Zs; a test checks the list).
+SPACE_CHARACTERS = " \t\n\r\u00a0\u1680\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B)))
+_SPACES = re.compile(f"[{SPACE_CHARACTERS}]+")
+
+
 @cache
 def _char_class(char: str) -> str:
     """'drop' (control, NUL, U+FFFD), 'space', 'cjk', 'punct' or 'letter' (anything else)."""
@@ -88,8 +93,9 @@ def pre_tokenize(text: str) -> list[str]:
     """The words ``text`` is byte-pair encoded by; ``<unk>`` is one character of them, U+E000. str -> list of str."""
     text = unicodedata.normalize("NFC", text).replace(UNK, _UNKNOWN_CHAR)
     words: list[str] = []
-    for chunk in "".join(" " if _char_class(c) == "space" else c for c in text).split():
-        words.extend(_split_chunk(chunk))
+    for chunk in _SPACES.split(text):
+        if chunk:
+            words.extend(_split_chunk(chunk))
     return words
 
 

@@ -4,6 +4,7 @@ trip through the course's Wikitext-2 token files."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from importlib import resources
 
 import numpy as np
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replab.text import GPT1Tokenizer, pre_tokenize
-from replab.text.bpe import PAD_ID, UNK_ID
+from replab.text.bpe import PAD_ID, SPACE_CHARACTERS, UNK_ID
 from replab.text.roundtrip import measure
 
 
@@ -42,6 +43,12 @@ def test_words_are_lower_cased_split_on_punctuation_and_end_with_a_marker(tok):
 def test_accents_are_stripped_and_control_characters_dropped(tok):
     assert tok.encode("Café Zürich") == tok.encode("cafe zurich")
     assert tok.encode("a\u200bb\x00c") == tok.encode("abc")  # zero-width space (Cf) and NUL dropped
+
+
+def test_space_characters_are_tab_newline_return_and_the_unicode_space_separators():
+    separators = {chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Zs"}
+    assert set(SPACE_CHARACTERS) == separators | set("\t\n\r")
+    assert pre_tokenize("a\u2003b\x0bc\u2028d") == ["a", "bc\u2028d"]  # \x0b is a control character: dropped
 
 
 def test_cjk_ideographs_are_words_of_their_own():
