@@ -107,17 +107,20 @@ class LanguageModelingTask(Task):
     def _embeddings_file(self) -> str | None:
         """The pretrained embeddings this run uses (the path as given), None for learned ones: ``--embeddings``
         (``none``: learned); on ``--resume``, what the run started with; else ``<data dir>/embeddings.npz`` if
-        present, else learned, with a warning (that is not the specification's model)."""
-        given = self.settings.embeddings
-        if given and given.lower() != LEARNED_EMBEDDINGS and not Path(given).is_file():
-            raise FileNotFoundError(f"embeddings file not found: {given} (get GPT-1's with `replab data download "
+        present, else learned, with a warning (that is not the specification's model). A chosen file that does
+        not exist raises FileNotFoundError."""
+        chosen = self.settings.embeddings
+        if not chosen and self.settings.resume:
+            recorded = (RunDir(Path(self.settings.out) / self.experiment.id).read_config() or {}).get("task", {})
+            if "embeddings_file" in recorded:
+                chosen = recorded["embeddings_file"] or LEARNED_EMBEDDINGS
+        if chosen and chosen.lower() == LEARNED_EMBEDDINGS:
+            return None
+        if chosen and not Path(chosen).is_file():
+            raise FileNotFoundError(f"embeddings file not found: {chosen} (get GPT-1's with `replab data download "
                                     "--embeddings`, or pass --embeddings none to learn them)")
-        if given:
-            return None if given.lower() == LEARNED_EMBEDDINGS else given
-        if self.settings.resume:
-            config = RunDir(Path(self.settings.out) / self.experiment.id).read_config()
-            if config and "embeddings_file" in config.get("task", {}):
-                return config["task"]["embeddings_file"]
+        if chosen:
+            return chosen
         default = Path(self.data_dir) / EMBEDDINGS_FILE
         if default.is_file():
             return str(default)

@@ -55,5 +55,9 @@ def test_lstm_embeddings_default_to_the_data_folders_file(tmp_path, data_root, c
     with pytest.raises(FileNotFoundError, match="embeddings file not found: .*missing.npz"):
         chosen(embeddings=str(tmp_path / "missing.npz"))
     # a resumed run keeps what it started with, even where the data folder has changed since
+    assert chosen(resume=True) == str(data / "embeddings.npz")  # nothing recorded yet: the default
     RunDir(tmp_path / "runs" / "lstm-1").write_config({"task": {"embeddings_file": None}})
     assert chosen(resume=True) is None
+    RunDir(tmp_path / "runs" / "lstm-1").write_config({"task": {"embeddings_file": str(tmp_path / "gone.npz")}})
+    with pytest.raises(FileNotFoundError, match="gone.npz"):
+        chosen(resume=True)
