@@ -3,7 +3,8 @@
     replab configs [--json]                 the registry of experiments, every hyperparameter resolved
     replab train ID [overrides]             one experiment into runs/ID/
     replab grid {lstm,vit,cnn,all} [...]    experiments one after another, skipping completed ones, resuming others
-    replab data {check,download}            what data is where; download what can be downloaded
+    replab data {check,download}            what data is where; download what can be downloaded (--embeddings: GPT-1's)
+    replab generate RUN_DIR [...]           text sampled from a trained LSTM
 
 Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C).
 """
@@ -67,7 +68,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--attention", choices=("primitive", "sdpa"), default="primitive",
                      help="ViT attention: from primitives (default) or F.scaled_dot_product_attention")
     run.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
-    run.add_argument("--embeddings", help="LSTM: GPT-1 token embeddings .npz (frozen); default: learned")
+    run.add_argument("--embeddings", help="LSTM: GPT-1 token embeddings .npz (frozen, tied); default: "
+                     "<data dir>/embeddings.npz when present, else learned; 'none': learned")
     run.add_argument("--out", default="runs", help="runs folder (default: runs)")
     run.add_argument("--limit-train-batches", type=_positive_int, help="train on at most N batches per epoch")
     run.add_argument("--limit-eval-batches", type=_positive_int, help="evaluate on at most N batches")
@@ -103,10 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
     data.add_argument("--verify", action="store_true",
                       help="check: compare every file's MD5 with the official CIFAR-10 sums and the MD5SUMS lists")
+    data.add_argument("--embeddings", action="store_true",
+                      help="download: GPT-1's token embeddings (embeddings.npz) instead of CIFAR-10")
+    data.add_argument("--embeddings-url", help="base URL of GPT-1's model/ folder (default: $REPLAB_EMBEDDINGS_URL, "
+                      "else openai/finetune-transformer-lm on GitHub)")
 
     from replab.report.commands import add_report_commands
 
     add_report_commands(commands)
+
+    from replab.generate import add_generate_command
+
+    add_generate_command(commands)
 
     from benchmarks.cli import add_bench_command
 
@@ -202,10 +212,16 @@ def cmd_grid(args) -> int:
 def cmd_data(args) -> int:
     from replab.data import resolve_data_dir
     from replab.data.cifar10 import download_cifar10, load_cifar10
+    from replab.data.embeddings import EMBEDDINGS_FILE, check_embeddings, download_embeddings
     from replab.data.wikitext2 import Wikitext2
 
     root = resolve_data_dir(args.data_dir)
-    if args.action == "download":
+    if args.action == "download" and args.embeddings:
+        try:
+            print(f"GPT-1 embeddings: {download_embeddings(root, url=args.embeddings_url)}")
+        except (ConnectionError, ValueError) as error:
+            raise UsageError(str(error)) from None
+    elif args.action == "download":
         folder = download_cifar10(root / "cifar10")
         print(f"CIFAR-10: {folder}")
         print("Wikitext-2 (GPT-1 token ids) is the course's preprocessed copy and is not downloadable: "
@@ -224,6 +240,17 @@ def cmd_data(args) -> int:
     except (FileNotFoundError, ValueError) as error:
         ok = False
         print(f"cifar10    {_problem(error)}: {error}")
+    embeddings = root / EMBEDDINGS_FILE
+    if not embeddings.exists():
+        print("embeddings absent (optional; without them the LSTM learns its embeddings): "
+              "replab data download --embeddings")
+    else:
+        try:
+            rows, width = check_embeddings(embeddings)
+            print(f"embeddings ok: {rows:,} x {width} GPT-1 token embeddings ({embeddings.name})")
+        except ValueError as error:
+            ok = False
+            print(f"embeddings INVALID: {error}")
     if args.verify:
         ok = _verify_checksums(root) and ok
     print(f"data folder: {root.resolve()}")

@@ -7,6 +7,7 @@ scores of the specification: perplexity for language modelling, accuracy for ima
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +16,17 @@ import torch
 from torch import nn
 
 from replab.data.cifar10 import ImageBatches, load_cifar10
+from replab.data.embeddings import EMBEDDINGS_FILE
 from replab.data.wikitext2 import Wikitext2
 from replab.experiments import Experiment, RunSettings
 from replab.models.cnn import build_cnn
 from replab.models.lstm import LSTM, masked_sequence_mean, token_nll
 from replab.models.vit import VisionTransformer
+from replab.runlog import RunDir
+
+log = logging.getLogger("replab.tasks")
+#: ``--embeddings none``: learned embeddings even where the data folder holds ``embeddings.npz``.
+LEARNED_EMBEDDINGS = "none"
 
 
 def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -95,11 +102,40 @@ class LanguageModelingTask(Task):
     def __init__(self, experiment, settings, data_dir, device):
         super().__init__(experiment, settings, data_dir, device)
         self.data = {name: Wikitext2(data_dir, split=split) for name, split in self.splits.items()}
+        self.embeddings_file = self._embeddings_file()
+
+    def _embeddings_file(self) -> str | None:
+        """The pretrained embeddings this run uses (the path as given), None for learned ones: ``--embeddings``
+        (``none``: learned); on ``--resume``, what the run started with; else ``<data dir>/embeddings.npz`` if
+        present, else learned, with a warning (that is not the specification's model). A chosen file that does
+        not exist raises FileNotFoundError."""
+        chosen = self.settings.embeddings
+        if not chosen and self.settings.resume:
+            recorded = (RunDir(Path(self.settings.out) / self.experiment.id).read_config() or {}).get("task", {})
+            if "embeddings_file" in recorded:
+                chosen = recorded["embeddings_file"] or LEARNED_EMBEDDINGS
+        if chosen and chosen.lower() == LEARNED_EMBEDDINGS:
+            return None
+        if chosen and not Path(chosen).is_file():
+            raise FileNotFoundError(f"embeddings file not found: {chosen} (get GPT-1's with `replab data download "
+                                    "--embeddings`, or pass --embeddings none to learn them)")
+        if chosen:
+            return chosen
+        default = Path(self.data_dir) / EMBEDDINGS_FILE
+        if default.is_file():
+            return str(default)
+        log.warning("no %s: the LSTM learns its embeddings, which is not the specification's model (frozen GPT-1 "
+                    "embeddings); get them with `replab data download --embeddings`", default)
+        return None
 
     def build_model(self) -> LSTM:
         e = self.experiment
-        if self.settings.embeddings:
-            return LSTM.load_embeddings_from(self.settings.embeddings, e.hidden_size, e.num_layers, False)
+        if self.embeddings_file:
+            model = LSTM.load_embeddings_from(self.embeddings_file, e.hidden_size, e.num_layers, False)
+            learnable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            log.info("embeddings: %s, frozen and tied to the output layer; %s learnable parameters of %s",
+                     self.embeddings_file, f"{learnable:,}", f"{sum(p.numel() for p in model.parameters()):,}")
+            return model
         model = LSTM(Wikitext2.vocabulary_size, e.embedding_size, e.hidden_size, e.num_layers, learn_embeddings=True)
         # Without the pretrained file the embeddings start as GPT-1's did, N(0, 0.02): the default N(0, 1), tied to
         # the output layer, gives logits so large that the first perplexity is several times the vocabulary size.
@@ -109,8 +145,9 @@ class LanguageModelingTask(Task):
         return model
 
     def describe(self) -> dict:
-        if self.settings.embeddings:
-            return {"embeddings": "pretrained (frozen)", "embeddings_file": str(self.settings.embeddings)}
+        if self.embeddings_file:
+            return {"embeddings": "pretrained GPT-1 (frozen, tied to the output layer)",
+                    "embeddings_file": self.embeddings_file}
         return {"embeddings": "learned, initialised N(0, 0.02) (no embeddings file given)", "embeddings_file": None}
 
     def objective(self, model: LSTM) -> nn.Module:

@@ -29,3 +29,35 @@ def test_language_model_objective_with_padding_equals_spec_forward_and_loss(batc
     torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_lstm_embeddings_default_to_the_data_folders_file(tmp_path, data_root, caplog):
+    from replab.experiments import RunSettings, get_experiment
+    from replab.runlog import RunDir
+    from replab.tasks import LanguageModelingTask
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wikitext2").symlink_to((data_root / "wikitext2").resolve())
+    experiment = get_experiment("lstm-1")
+
+    def chosen(**settings):
+        settings = RunSettings(out=str(tmp_path / "runs"), **settings)
+        return LanguageModelingTask(experiment, settings, data, torch.device("cpu")).embeddings_file
+
+    assert chosen() is None
+    assert "not the specification's model" in caplog.text and "replab data download --embeddings" in caplog.text
+    (data / "embeddings.npz").write_bytes(b"")  # only its presence is looked at here
+    assert chosen() == str(data / "embeddings.npz")
+    other = tmp_path / "other.npz"
+    other.write_bytes(b"")
+    assert chosen(embeddings="none") is None and chosen(embeddings=str(other)) == str(other)
+    with pytest.raises(FileNotFoundError, match="embeddings file not found: .*missing.npz"):
+        chosen(embeddings=str(tmp_path / "missing.npz"))
+    # a resumed run keeps what it started with, even where the data folder has changed since
+    assert chosen(resume=True) == str(data / "embeddings.npz")  # nothing recorded yet: the default
+    RunDir(tmp_path / "runs" / "lstm-1").write_config({"task": {"embeddings_file": None}})
+    assert chosen(resume=True) is None
+    RunDir(tmp_path / "runs" / "lstm-1").write_config({"task": {"embeddings_file": str(tmp_path / "gone.npz")}})
+    with pytest.raises(FileNotFoundError, match="gone.npz"):
+        chosen(resume=True)

@@ -89,7 +89,8 @@ class LSTM(nn.Module):
             with np.load(path) as embeddings:
                 weight = torch.from_numpy(np.asarray(embeddings["tokens"], dtype=np.float32))
         except FileNotFoundError as error:
-            raise FileNotFoundError(f"embeddings file not found: {path} (pass the course's embeddings.npz)") from error
+            raise FileNotFoundError(f"embeddings file not found: {path} (get GPT-1's with `replab data download "
+                                    "--embeddings`)") from error
         except (KeyError, ValueError, OSError) as error:
             raise ValueError(f"{path} is not an npz file with a 'tokens' array of shape (V, E): {error}") from error
         if weight.ndim != 2:

@@ -77,6 +77,17 @@ def _grid_section(study: Study, grid: str, folder: Path) -> list[Block]:
     return blocks
 
 
+def _samples_section(study: Study) -> list[Block]:
+    """A labelled text sample from each LSTM run's best checkpoint (see ``replab.report.samples``)."""
+    runs = [run for run in study.grid("lstm") if not run.missing]
+    if not runs:
+        return []
+    from replab.report.samples import samples_text
+
+    intro, items = samples_text(runs)
+    return [Heading("What the LSTMs write (samples)", 3), Paragraph(intro), Bullets(items)]
+
+
 def _findings_section(found: list[Finding]) -> list[Block]:
     blocks: list[Block] = [Heading("Findings"), Paragraph(
         "Computed from the runs below; a statement is written only where the runs it needs exist. Accuracy is "
@@ -109,6 +120,7 @@ def assemble(study: Study, found: list[Finding], figures: Path) -> list[Block]:
         "is that mean NLL in nats. Questions 3 and 4: learning curves of every configuration, and the choice for "
         "wall-clock time and for generalization (Findings).")]
     blocks += _grid_section(study, "lstm", figures)
+    blocks += _samples_section(study)
     blocks += [Heading("Problem 3: Vision Transformers on CIFAR-10"), Paragraph(
         "Accuracy on the 45,000 training, 5,000 validation and 10,000 test images (higher is better). Question 1: "
         "learning curves over epochs and wall-clock time; question 2: the table of results.")]

@@ -1,0 +1,204 @@
+"""Text from a trained LSTM run: ``replab generate RUN_DIR``.
+
+The checkpoint (``best.pt``, or ``last.pt`` with ``--checkpoint last``) is loaded into the run's model; the prompt
+is encoded with GPT-1's BPE (``replab.text``), read by one LSTM call, and the continuation sampled one token at a
+time from the hidden state ``(h, c)`` carried across steps (the prefix is never run again). Sampling: softmax of
+``log-probabilities / temperature`` restricted to the ``top_k`` most likely tokens (all when 0), drawn with a
+``torch.Generator`` seeded by ``seed`` (same seed, same text on a given machine), or argmax with ``greedy``. The
+padding id 0 is never drawn. Characters outside GPT-1's vocabulary cannot be read by the model: they are encoded
+as ``<unk>`` and named in a warning; an empty prompt is an error. Bad input raises ``ValueError`` (the command
+turns it into a one-line error, exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from replab.models.lstm import LSTM
+from replab.runlog import CheckpointError, RunDir, load_checkpoint
+from replab.text import GPT1Tokenizer
+from replab.text.bpe import PAD_ID, UNK_ID
+
+log = logging.getLogger("replab.generate")
+CHECKPOINTS = ("best", "last")
+PROMPT_TOKENS = 24  # the default prompt: at most this many tokens of the first article of the validation split
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How the continuation is drawn. ``top_k`` 0: every token; ``greedy``: argmax (temperature, top-k unused)."""
+
+    tokens: int = 60
+    temperature: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    greedy: bool = False
+
+    def validate(self) -> None:
+        if self.tokens < 1:
+            raise ValueError(f"--tokens must be >= 1, got {self.tokens}")
+        if not self.temperature > 0:
+            raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"--top-k must be >= 0 (0: no limit), got {self.top_k}")
+
+    def describe(self) -> str:
+        if self.greedy:
+            return f"{self.tokens} tokens, greedy (argmax)"
+        top_k = f"top-k {self.top_k}" if self.top_k else "no top-k"
+        return f"{self.tokens} tokens, temperature {self.temperature:g}, {top_k}, seed {self.seed}"
+
+
+@dataclass
+class Sample:
+    """A prompt and the continuation the model drew (token ids and readable text)."""
+
+    prompt_ids: list[int]
+    ids: list[int]
+    prompt: str
+    continuation: str
+    text: str  # the prompt and its continuation, decoded together
+
+
+def load_lstm(run_dir: str | Path, checkpoint: str = "best") -> tuple[LSTM, dict]:
+    """The LSTM of an LSTM run folder with the weights of ``<checkpoint>.pt``, in eval mode on the CPU, and the
+    checkpoint's record (``epoch``, ``best``...). ValueError if the folder is not an LSTM run or lacks it."""
+    run = RunDir(Path(run_dir))
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
+    config = run.read_config()
+    if not config:
+        raise ValueError(f"{run.path} is not a run folder (no readable config.json)")
+    experiment = config.get("experiment", {})
+    if experiment.get("task") != "lstm":
+        raise ValueError(f"{run.path} is a {experiment.get('task', 'unknown')} run, not an LSTM run: only LSTM runs "
+                         "generate text")
+    path = run.path / f"{checkpoint}.pt"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist (checkpoints are not published with the runs; train the run, or "
+                         f"pass --checkpoint {'last' if checkpoint == 'best' else 'best'})")
+    try:
+        state = load_checkpoint(path, map_location="cpu")
+    except CheckpointError as error:
+        raise ValueError(str(error)) from None
+    try:
+        weights = state["model"]
+        vocabulary, width = weights["embedding.weight"].shape
+        model = LSTM(vocabulary, width, experiment["hidden_size"], experiment["num_layers"])
+        model.load_state_dict(weights)
+    except (OSError, RuntimeError, KeyError, ValueError, EOFError) as error:
+        raise ValueError(f"cannot load {path} as this run's LSTM: {error}") from error
+    return model.eval(), {k: v for k, v in state.items() if k in ("epoch", "best")}
+
+
+def default_prompt(data_dir: str | Path, tokenizer: GPT1Tokenizer, tokens: int = PROMPT_TOKENS) -> str:
+    """The start of the first article of the validation split: the first line after its title, cut to at most
+    ``tokens`` tokens at a word end."""
+    from replab.data.wikitext2 import Wikitext2
+
+    data = Wikitext2(data_dir, split="validation")
+    starts = np.cumsum(data.sizes) - data.sizes
+    for start, size in zip(starts.tolist(), data.sizes.tolist(), strict=True):
+        ids = data.tokens[start : start + size].tolist()
+        if ids and not tokenizer.decode(ids).startswith("="):  # headings are "= title =", "= = section = =", ...
+            ids = ids[:tokens]
+            words = [i for i, piece in enumerate(tokenizer.tokens(ids)) if piece.endswith("</w>")]
+            return tokenizer.decode(ids[: words[-1] + 1] if words else ids)
+    raise ValueError(f"no text line in {data.path}")
+
+
+def encode_prompt(prompt: str, tokenizer: GPT1Tokenizer) -> list[int]:
+    """Token ids of the prompt; ValueError if it holds no token. Unknown characters are read as ``<unk>``."""
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt is empty: give some text with --prompt (or omit it for the default)")
+    if UNK_ID in ids:
+        unknown = sorted({c for c in prompt if c.strip() and tokenizer.encode(c) == [UNK_ID]})
+        log.warning("the prompt holds %s outside GPT-1's vocabulary: the model reads %s as <unk>",
+                    "characters" if unknown else "<unk>", " ".join(unknown) or "it")
+    return ids
+
+
+def _next_token(log_probas: torch.Tensor, settings: SampleSettings, generator: torch.Generator) -> int:
+    """One token id from the log-probabilities (V,) of the next token."""
+    scores = log_probas.float().clone()
+    scores[PAD_ID] = -float("inf")
+    if settings.greedy:
+        return int(scores.argmax())
+    scores = scores / settings.temperature
+    if settings.top_k:
+        kth = torch.topk(scores, min(settings.top_k, scores.numel() - 1)).values[-1]
+        scores = scores.masked_fill(scores < kth, -float("inf"))
+    return int(torch.multinomial(torch.softmax(scores, -1), 1, generator=generator))
+
+
+@torch.no_grad()
+def generate(model: LSTM, prompt_ids: list[int], settings: SampleSettings) -> list[int]:
+    """``settings.tokens`` token ids following ``prompt_ids``: one LSTM call over the prompt, then one step per
+    token from the carried state ``(h, c)`` (each (L, 1, Hd))."""
+    settings.validate()
+    generator = torch.Generator().manual_seed(settings.seed)
+    device = next(model.parameters()).device
+    states = model.initial_states(1, device=device)
+    log_probas, states = model(torch.tensor([prompt_ids], device=device), states)  # (1, T, V)
+    out: list[int] = []
+    for _ in range(settings.tokens):
+        token = _next_token(log_probas[0, -1].cpu(), settings, generator)
+        out.append(token)
+        log_probas, states = model(torch.tensor([[token]], device=device), states)
+    return out
+
+
+def sample(model: LSTM, prompt: str, settings: SampleSettings, tokenizer: GPT1Tokenizer | None = None) -> Sample:
+    """Encode ``prompt``, generate, and decode: the prompt as the model read it and its continuation."""
+    tokenizer = tokenizer or GPT1Tokenizer.default()
+    prompt_ids = encode_prompt(prompt, tokenizer)
+    ids = generate(model, prompt_ids, settings)
+    head, whole = tokenizer.decode(prompt_ids), tokenizer.decode(prompt_ids + ids)
+    continuation = whole[len(head):].strip() if whole.startswith(head) else tokenizer.decode(ids)
+    return Sample(prompt_ids, ids, head, continuation, whole)
+
+
+# ------------------------------------------------------------------------------------------------ command
+def cmd_generate(args) -> int:
+    from replab.cli import EXIT_OK, UsageError
+    from replab.data import resolve_data_dir
+
+    settings = SampleSettings(args.tokens, args.temperature, args.top_k, args.seed, args.greedy)
+    tokenizer = GPT1Tokenizer.default()
+    try:
+        settings.validate()
+        model, record = load_lstm(args.run_dir, args.checkpoint)
+        prompt = args.prompt
+        if prompt is None:
+            prompt = default_prompt(resolve_data_dir(args.data_dir), tokenizer)
+        result = sample(model, prompt, settings, tokenizer)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+    print(f"{Path(args.run_dir).name}, {args.checkpoint}.pt (epoch {record.get('epoch', '?')}): "
+          f"{settings.describe()}", file=sys.stderr)
+    print(result.text)
+    return EXIT_OK
+
+
+def add_generate_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("generate", help="sample text from a trained LSTM run")
+    parser.add_argument("run_dir", help="an LSTM run folder, e.g. runs/lstm-1")
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best", help="best.pt (default) or last.pt")
+    parser.add_argument("--prompt", help="text to continue (default: the start of the first validation article, "
+                        "which needs the data folder)")
+    parser.add_argument("--tokens", type=int, default=SampleSettings.tokens, help="tokens to generate (default 60)")
+    parser.add_argument("--temperature", type=float, default=SampleSettings.temperature, help="default 1")
+    parser.add_argument("--top-k", type=int, default=SampleSettings.top_k, help="sample among the k most likely "
+                        "tokens (default 0: all)")
+    parser.add_argument("--seed", type=int, default=SampleSettings.seed, help="sampling seed (default 0)")
+    parser.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
+    parser.add_argument("--data-dir", help="data folder for the default prompt (default: $REPLAB_DATA, else ./data)")
+    parser.set_defaults(handler=cmd_generate)
