@@ -40,8 +40,8 @@ class Sampling:
 
     warmup: int = 3
     steps: int = 10
-    min_steps: int = 3
-    budget_seconds: float = 10.0
+    min_steps: int = 5
+    budget_seconds: float = 15.0
     eval_warmup: int = 1
     eval_steps: int = 5
 
