@@ -3,6 +3,7 @@
     replab configs [--json]                 the registry of experiments, every hyperparameter resolved
     replab train ID [overrides]             one experiment into runs/ID/
     replab grid {lstm,vit,cnn,all} [...]    experiments one after another, skipping completed ones, resuming others
+    replab train/grid ... --dry-run         time a few real steps: estimated time per epoch, in total, peak memory
     replab data {check,download}            what data is where; download what can be downloaded (--embeddings: GPT-1's)
     replab generate RUN_DIR [...]           text sampled from a trained LSTM
 
@@ -77,6 +78,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--overwrite", action="store_true", help="delete an existing run and train it again")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="tqdm progress bars (default: on when stderr is a terminal)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="time a few real training steps and print the estimated time and memory; write nothing")
 
 
 HYPERPARAMETERS = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum", "num_layers", "block", "seed")
@@ -175,7 +178,68 @@ def _train_one(experiment, settings) -> int:
 
 
 def cmd_train(args) -> int:
-    return _train_one(_experiment(args.id, args), _settings(args))
+    experiment, settings = _experiment(args.id, args), _settings(args)
+    if args.dry_run:
+        return print_estimates([(experiment, settings)])
+    return _train_one(experiment, settings)
+
+
+# ------------------------------------------------------------------------------------------------ estimates
+def _epochs_done(experiment, settings: RunSettings) -> int:
+    """Epochs a resumed run has already (read from its metrics; 0 for a new or overwritten run)."""
+    from replab.runlog import RunDir
+
+    if not settings.resume or settings.overwrite:
+        return 0
+    return len(RunDir(Path(settings.out) / experiment.id).read_metrics())
+
+
+def estimate_plan(plan: list[tuple]) -> list:
+    """The cost of each ``(experiment, settings)`` of a plan (``settings`` None: completed, skipped)."""
+    from replab.estimate import estimate_run, skipped
+    from replab.train import RunError
+
+    estimates = []
+    for experiment, settings in plan:
+        if settings is None:
+            estimates.append(skipped(experiment))
+            continue
+        try:
+            estimates.append(estimate_run(experiment, settings, _epochs_done(experiment, settings)))
+        except (RunError, ValueError) as error:
+            raise UsageError(str(error)) from None
+    return estimates
+
+
+def print_estimates(plan: list[tuple]) -> int:
+    """``--dry-run``: time a few real steps of every run of the plan, print the table; nothing is written."""
+    from replab.estimate import load_note, table
+
+    estimates = estimate_plan(plan)
+    print(table(estimates))
+    print(f"(measured with {load_note()}; estimates only, nothing was written)")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------ grids
+def plan_grid(experiment_ids: list[str], settings: RunSettings, overrides: dict | None = None) -> list[tuple]:
+    """``(experiment, settings)`` of each run of a grid; settings ``None`` for a completed run (skipped), and
+    ``resume`` set for a started one. ``overrides``: hyperparameters for every experiment (``None`` ignored)."""
+    from replab.train import completed_summary
+
+    try:
+        experiments = [with_overrides(get_experiment(i), **(overrides or {})) for i in experiment_ids]
+    except (KeyError, ValueError) as error:
+        raise UsageError(str(error).strip("'\"")) from None
+    plan = []
+    for experiment in experiments:
+        if not settings.overwrite and completed_summary(experiment, settings):
+            plan.append((experiment, None))
+        elif not settings.overwrite and (Path(settings.out) / experiment.id / "config.json").exists():
+            plan.append((experiment, dataclasses.replace(settings, resume=True)))
+        else:
+            plan.append((experiment, settings))
+    return plan
 
 
 def run_grid(experiment_ids: list[str], settings: RunSettings, overrides: dict | None = None) -> int:
@@ -184,20 +248,11 @@ def run_grid(experiment_ids: list[str], settings: RunSettings, overrides: dict |
     ``overrides``: hyperparameters applied to every experiment (``None`` values ignored). Every configuration
     is validated before the first run starts. Returns the worst exit code (130 stops the grid at once).
     """
-    from replab.train import completed_summary
-
-    try:
-        experiments = [with_overrides(get_experiment(i), **(overrides or {})) for i in experiment_ids]
-    except (KeyError, ValueError) as error:
-        raise UsageError(str(error).strip("'\"")) from None
     worst = EXIT_OK
-    for experiment in experiments:
-        if not settings.overwrite and completed_summary(experiment, settings):
+    for experiment, run_settings in plan_grid(experiment_ids, settings, overrides):
+        if run_settings is None:
             print(f"{experiment.id}: completed already, skipped")
             continue
-        run_settings = settings
-        if not settings.overwrite and (Path(settings.out) / experiment.id / "config.json").exists():
-            run_settings = dataclasses.replace(settings, resume=True)
         code = _train_one(experiment, run_settings)
         if code == EXIT_INTERRUPTED:
             return code
@@ -206,7 +261,10 @@ def run_grid(experiment_ids: list[str], settings: RunSettings, overrides: dict |
 
 
 def cmd_grid(args) -> int:
-    return run_grid(GRIDS[args.grid], _settings(args), {k: getattr(args, k) for k in HYPERPARAMETERS})
+    overrides = {k: getattr(args, k) for k in HYPERPARAMETERS}
+    if args.dry_run:
+        return print_estimates(plan_grid(GRIDS[args.grid], _settings(args), overrides))
+    return run_grid(GRIDS[args.grid], _settings(args), overrides)
 
 
 def cmd_data(args) -> int:

@@ -63,6 +63,10 @@ class Task:
     def eval_batches(self, split: str, rank: int = 0, world_size: int = 1) -> Iterator:
         raise NotImplementedError
 
+    def num_eval_batches(self, split: str) -> int:
+        """Batches in one evaluation pass over ``split`` (``valid`` or ``test``), one process."""
+        raise NotImplementedError
+
     def step(self, objective: nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss to minimise and the batch's summed statistics (``loss_sum``, ``count``, ``items``...)."""
         raise NotImplementedError
@@ -162,6 +166,9 @@ class LanguageModelingTask(Task):
     def num_train_batches(self) -> int:
         return math.ceil(len(self.data["train"]) / self.experiment.batch_size)
 
+    def num_eval_batches(self, split: str) -> int:
+        return math.ceil(len(self.data[split]) / self.experiment.batch_size)
+
     def train_batches(self, generator, rank=0, world_size=1):
         order = torch.randperm(len(self.data["train"]), generator=generator)
         return self._batches(self.data["train"], order, rank, world_size)
@@ -216,6 +223,9 @@ class ImageClassificationTask(Task):
 
     def num_train_batches(self) -> int:
         return math.ceil(len(self.splits["train"]) / self.experiment.batch_size)
+
+    def num_eval_batches(self, split: str) -> int:
+        return math.ceil(len(self.splits[split]) / self.experiment.batch_size)
 
     def train_batches(self, generator, rank=0, world_size=1):
         return self._batches("train", True, generator, rank, world_size)

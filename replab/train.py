@@ -246,6 +246,27 @@ class Trainer:
             raise CheckpointError(path, f"does not fit this run ({first_line})") from None
 
     # -- one pass -------------------------------------------------------------------------------------------
+    def train_step(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimisation step (forward, backward, optimizer): the batch's loss and summed statistics.
+
+        Raises ``Diverged`` before the update if the loss is not finite. ``replab.estimate`` times this very step.
+        """
+        with self.autocast():
+            loss, stats = self.task.step(self.objective, batch)
+        if not torch.isfinite(loss.detach()).item():
+            raise Diverged(f"loss became {loss.item()}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss, stats
+
+    def eval_step(self, batch) -> dict[str, torch.Tensor]:
+        """The summed statistics of one evaluation batch (call under ``torch.no_grad`` with the model in eval mode)."""
+        with self.autocast():
+            _, stats = self.task.step(self.objective, batch)
+        return stats
+
     def train_epoch(self, epoch: int, monitor: MemoryMonitor) -> tuple[dict, float, float]:
         self.model.train()
         seed = epoch_seed(self.experiment.seed, epoch)
@@ -263,14 +284,10 @@ class Trainer:
         for step, batch in enumerate(batches):
             if step >= total:
                 break
-            with self.autocast():
-                loss, stats = self.task.step(self.objective, batch)
-            if not torch.isfinite(loss.detach()).item():
-                raise Diverged(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            try:
+                loss, stats = self.train_step(batch)
+            except Diverged as error:
+                raise Diverged(f"{error} at epoch {epoch}, step {step + 1}") from None
             for k, v in stats.items():
                 totals[k] = totals[k] + v if k in totals else v
             if step + 1 == warmup:
@@ -292,9 +309,7 @@ class Trainer:
         for step, batch in enumerate(self.task.eval_batches(split, self.dist.rank, self.dist.world_size)):
             if limit and step >= limit:
                 break
-            with self.autocast():
-                _, stats = self.task.step(self.objective, batch)
-            for k, v in stats.items():
+            for k, v in self.eval_step(batch).items():
                 totals[k] = totals[k] + v if k in totals else v
         return self.task.scores(self.dist.sum(totals))
 

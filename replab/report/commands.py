@@ -9,13 +9,16 @@
     and a Findings section computed from the runs. Unfinished, diverged and missing runs are shown as such;
     runs with batch limits or changed hyperparameters are flagged as not being the specification's setting.
 
-``replab reproduce [--quick] [--with-cnn] [--out DIR] [--data-dir D] [--device DEV] [--amp MODE]``
+``replab reproduce [--quick] [--with-cnn] [--out DIR] [--data-dir D] [--device DEV] [--amp MODE] [--dry-run] [--yes]``
     Trains the LSTM grid and the ViT grid (and the four CNN baselines with ``--with-cnn``) into ``DIR/runs``,
     one run after another, skipping completed runs and resuming unfinished ones, then writes the report into
     ``DIR/report``. Run it again after an interruption: it continues where it stopped. Without ``--quick``:
     the specification's full settings (default DIR ``reproduce``). Exit code: 0 if every run completed,
     otherwise that of ``replab grid`` (1 a run diverged or failed, 130 interrupted); the report is written in
-    every case.
+    every case. ``--dry-run`` times a few real training steps of every run and prints the estimated time and
+    peak memory (``replab.estimate``), writing nothing. The full profile on a CPU prints that estimate first and,
+    above 2 hours, asks ``Continue? [y/N]`` on a terminal; ``--yes`` skips the question, and without ``--yes`` a
+    non-interactive input ends with exit code 2 and the estimate in the message. The quick profile never asks.
 
     ``--quick`` (default DIR ``reproduce-quick``) shows the whole system end to end on a laptop CPU in about ten
     minutes, with the profile ``QUICK`` below: every configuration for 2 epochs; the LSTM on 2 training
@@ -34,6 +37,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,8 +93,9 @@ def quick_profile() -> Profile:
     return Profile("quick", grids, experiments)
 
 
-def check_profile(folder: Path, profile: Profile) -> None:
-    """Record the profile of a reproduction folder, and refuse one made with another profile."""
+def check_profile(folder: Path, profile: Profile, record_it: bool = True) -> None:
+    """Record the profile of a reproduction folder (unless ``record_it`` is false), and refuse one made with
+    another profile."""
     record = {"profile": dataclasses.asdict(profile)}
     record["profile"]["experiments"] = list(profile.experiments)
     path = folder / PROFILE_FILE
@@ -102,6 +107,8 @@ def check_profile(folder: Path, profile: Profile) -> None:
                 f"({json.dumps(previous['profile'])}); this is {json.dumps(record['profile'])}. Quick and full runs "
                 "never mix: pass another --out."
             )
+        return
+    if not record_it:
         return
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
@@ -121,18 +128,9 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
-def cmd_reproduce(args) -> int:
-    from replab.cli import EXIT_INTERRUPTED, EXIT_OK, UsageError, run_grid
-    from replab.report.document import write_report
-
-    try:
-        profile = quick_profile() if args.quick else FULL
-        out = Path(args.out or ("reproduce-quick" if args.quick else "reproduce"))
-        check_profile(out, profile)
-    except ProfileError as error:
-        raise UsageError(str(error)) from None
-    runs = out / "runs"
-    worst = EXIT_OK
+def _grids(args, profile: Profile, runs: Path) -> list[tuple[str, list[str], RunSettings, dict]]:
+    """What ``reproduce`` trains: (grid, experiment ids, run settings, hyperparameter overrides) per grid."""
+    plan = []
     for grid in ("lstm", "vit") + (("cnn",) if args.with_cnn else ()):
         ids = [i for i in GRIDS[grid] if not profile.experiments or i in profile.experiments]
         if not ids:
@@ -141,8 +139,75 @@ def cmd_reproduce(args) -> int:
         run_settings = RunSettings(device=args.device, amp=args.amp, data_dir=args.data_dir, out=str(runs),
                                    limit_train_batches=settings.limit_train_batches,
                                    limit_eval_batches=settings.limit_eval_batches)
+        plan.append((grid, ids, run_settings, {"epochs": settings.epochs, "batch_size": settings.batch_size}))
+    return plan
+
+
+CONFIRM_ABOVE_SECONDS = 2 * 3600  # a full reproduction on a CPU estimated longer than this asks first
+
+
+def _estimate(grids: list[tuple], profile: Profile) -> float:
+    """Print the estimated cost of every run of the reproduction (real steps timed); returns the total seconds."""
+    from replab.cli import estimate_plan, plan_grid
+    from replab.estimate import load_note, table, total_seconds
+
+    estimates = []
+    for _, ids, settings, overrides in grids:
+        estimates += estimate_plan(plan_grid(ids, settings, overrides))
+    print(f"reproduce ({profile.name}): estimated cost, from a few real training steps of each run:")
+    print(table(estimates))
+    print(f"(measured with {load_note()})")
+    return total_seconds(estimates)
+
+
+def confirm_cost(seconds: float, assume_yes: bool, stdin=None) -> bool:
+    """Whether to start a reproduction estimated at ``seconds``: yes below 2 hours or with ``--yes``; else ask on
+    a terminal (``Continue? [y/N]``). Non-interactive input without ``--yes``: a ``UsageError`` (exit 2)."""
+    from replab.cli import UsageError
+    from replab.estimate import fmt_duration
+
+    stdin = stdin if stdin is not None else sys.stdin
+    if assume_yes or seconds <= CONFIRM_ABOVE_SECONDS:
+        return True
+    if not stdin.isatty():
+        raise UsageError(f"the full reproduction is estimated at {fmt_duration(seconds)} on this CPU (over "
+                         f"{CONFIRM_ABOVE_SECONDS // 3600} hours): pass --yes to start it, or try --quick or a GPU")
+    print(f"The full reproduction is estimated at {fmt_duration(seconds)} on this CPU. Continue? [y/N] ", end="",
+          flush=True)
+    answer = stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_reproduce(args) -> int:
+    from replab.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, run_grid
+    from replab.report.document import write_report
+    from replab.system import pick_device
+
+    try:
+        profile = quick_profile() if args.quick else FULL
+        out = Path(args.out or ("reproduce-quick" if args.quick else "reproduce"))
+        check_profile(out, profile, record_it=False)
+    except ProfileError as error:
+        raise UsageError(str(error)) from None
+    runs = out / "runs"
+    grids = _grids(args, profile, runs)
+    if args.dry_run:
+        _estimate(grids, profile)
+        print("(nothing was written)")
+        return EXIT_OK
+    if profile is FULL:
+        try:
+            on_cpu = pick_device(args.device).type == "cpu"
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if on_cpu and not confirm_cost(_estimate(grids, profile), args.yes):
+            print("reproduce: not started", file=sys.stderr)
+            return EXIT_USAGE
+    check_profile(out, profile)
+    worst = EXIT_OK
+    for grid, ids, run_settings, overrides in grids:
         print(f"reproduce ({profile.name}): {grid} grid: {', '.join(ids)}")
-        worst = max(worst, run_grid(ids, run_settings, {"epochs": settings.epochs, "batch_size": settings.batch_size}))
+        worst = max(worst, run_grid(ids, run_settings, overrides))
         if worst == EXIT_INTERRUPTED:
             break
     report = write_report([runs], out / "report")
@@ -165,4 +230,8 @@ def add_report_commands(commands: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
     reproduce.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     reproduce.add_argument("--amp", choices=AMP_MODES, default="none", help="autocast precision")
+    reproduce.add_argument("--dry-run", action="store_true",
+                           help="time a few real steps of every run, print the estimated time and memory; no files")
+    reproduce.add_argument("--yes", action="store_true",
+                           help="start a full CPU reproduction estimated over 2 hours without asking")
     reproduce.set_defaults(handler=cmd_reproduce)

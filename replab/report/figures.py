@@ -63,7 +63,7 @@ def _save(fig, folder: Path, stem: str, caption: str) -> Figure:
     png, pdf = folder / f"{stem}.png", folder / f"{stem}.pdf"
     fig.savefig(png, dpi=DPI)
     fig.set_layout_engine("none")  # keep the layout just computed: the PDF is the same figure
-    fig.savefig(pdf)
+    fig.savefig(pdf, metadata={"CreationDate": None})  # no date: the same runs give the same file
     plt.close(fig)
     return Figure(stem, caption, png, pdf)
 

@@ -80,16 +80,36 @@ def test_latex_is_booktabs_and_escaped(study):
 
 
 def test_cnn_table_puts_our_runs_beside_the_reference_numbers(tmp_path, study):
-    rows = cnn_table(study).rows
+    table = cnn_table(study)
+    rows = table.rows
+    assert table.columns[2:4] == ["Spec. test acc. (%)", "Our test acc. (%)"]  # the comparable numbers, side by side
     for label, val, test, params in CNN_REFERENCE.values():
-        assert [label, f"{params:,}", f"{val:.2f}", f"{test:.2f}", "—", "—", "not run"] in rows
-    assert rows[-1][4] == "72.00" and rows[-1][-1].startswith("best ViT, vit-7: completed")
+        assert [label, f"{params:,}", f"{test:.2f}", "—", f"{val:.2f}", "—", "not run"] in rows
+    assert rows[-1][5] == "72.00" and rows[-1][-1].startswith("best ViT, vit-7: completed")
     write_run(tmp_path, "cnn-resnet", [0.8, 0.9], [0.85, 0.95], test=0.89)
     write_run(tmp_path, "cnn-densenet", [], [], epochs=10, status=None)  # started, first epoch not done yet
     own = cnn_table(load_study([tmp_path])).rows
-    assert ["ResNet", "272,378", "91.84", "91.06", "90.00", "89.00", "cnn-resnet: completed, 2 epochs"] in own
-    assert ["DenseNet", "239,146", "90.72", "90.23", "—", "—", "cnn-densenet: incomplete (0/10 epochs)"] in own
-    assert ["GoogleNet", "260,650", "90.40", "89.70", "—", "—", "not run"] in own
+    assert ["ResNet", "272,378", "91.06", "89.00", "91.84", "90.00", "cnn-resnet: completed, 2 epochs"] in own
+    assert ["DenseNet", "239,146", "90.23", "—", "90.72", "—", "cnn-densenet: incomplete (0/10 epochs)"] in own
+    assert ["GoogleNet", "260,650", "89.70", "—", "90.40", "—", "not run"] in own
+
+
+def test_cnn_comparison_says_it_compares_test_accuracy(study):
+    caption = cnn_table(study).caption
+    assert "The comparison is on test accuracy" in caption and "about 90 %" in caption and "disjoint" in caption
+    assert "not comparable" in cnn_table(study).columns[4]
+
+
+def test_cnn_findings_compare_test_accuracy_never_the_specification_validation(tmp_path):
+    """Our validation accuracy (95 %) beats every specification validation number; the test accuracy (70 %) does
+    not: the finding compares the test accuracies."""
+    write_run(tmp_path, "vit-2", [0.5, 0.95], [0.5, 0.9], test=0.70)
+    write_run(tmp_path, "cnn-resnet", [0.8, 0.93], [0.85, 0.95], test=0.89)
+    texts = " ".join(f.text for f in findings(load_study([tmp_path])) if "CNN" in f.topic)
+    assert "70.00% test accuracy" in texts and "91.07%" in texts and "21.07 pp more test accuracy" in texts
+    assert "89.00% test accuracy" in texts and "91.06%" in texts and "-2.06 pp" in texts
+    for _, val, _, _ in CNN_REFERENCE.values():
+        assert f"{val:.2f}" not in texts  # no specification validation number in any finding
 
 
 def test_cnn_overlay_legend_names_the_networks(tmp_path):
