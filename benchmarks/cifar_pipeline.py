@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks.cifar_pipeline [--device auto] [--repeats 5] [--warmup 1] [--batch-size 128]
         [--batches 20] [--reference-batches 4] [--workers 0] [--data-dir DIR] [--synthetic] [--threads N]
         [--out bench-results/cifar_pipeline.json] [--quick]
-    replab bench cifar_pipeline [same options]
+    python -m benchmarks cifar_pipeline [same options]
 
 Contestants, each producing normalised float32 (B, 3, 32, 32) training batches with labels, on the device:
 

@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks.lstm_step [--device auto] [--repeats 5] [--warmup 1] [--batch-size 16]
         [--sequence-length 256] [--modes fp32,bf16] [--padding 0.0] [--learn-embeddings] [--threads N]
         [--force-bf16] [--out bench-results/lstm_step.json] [--quick]
-    replab bench lstm_step [same options]
+    python -m benchmarks lstm_step [same options]
 
 The model is the spec's ``LSTM()`` (vocabulary 40,479, embeddings 768 frozen and tied to the output projection,
 hidden 512, 1 layer), on a fixed batch of random token ids (B=16 x T=256), optimiser ``torch.optim.Adam``

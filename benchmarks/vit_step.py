@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks.vit_step [--device auto] [--repeats 5] [--warmup 2] [--batch-size 128] [--layers 6]
         [--modes fp32,bf16,fp32-compile,bf16-compile] [--attention primitive] [--threads N] [--force-bf16]
         [--out bench-results/vit_step.json] [--quick]
-    replab bench vit_step [same options]
+    python -m benchmarks vit_step [same options]
 
 A step is forward, float32 cross-entropy, backward and ``torch.optim.AdamW`` (lr 1e-4), on a fixed batch of
 random normalised images (B, 3, 32, 32). Contestants:
