@@ -94,6 +94,29 @@ def atomic_torch_save(path: Path, obj: Any, keep_previous: Path | None = None) -
         raise
 
 
+def better(value: float, than: float, higher_is_better: bool) -> bool:
+    """Whether the score ``value`` is strictly better than ``than`` (higher accuracy, lower perplexity)."""
+    return value > than if higher_is_better else value < than
+
+
+def memory_summary(records: list[dict]) -> dict:
+    """A run's memory over its epoch records: ``source``, mean of the epochs' steady means, overall peak (and on
+    CUDA the largest ``max_allocated_mb`` / ``reserved_mb``)."""
+    memory = [r["memory"] for r in records if r.get("memory")]
+    means = [m["steady_mean_mb"] for m in memory if m.get("steady_mean_mb") is not None]
+    peaks = [m["peak_mb"] for m in memory if m.get("peak_mb") is not None]
+    summary = {
+        "source": memory[-1]["source"] if memory else None,
+        "steady_mean_mb": round(sum(means) / len(means), 1) if means else None,
+        "peak_mb": max(peaks) if peaks else None,
+    }
+    for key in ("max_allocated_mb", "reserved_mb"):
+        values = [m[key] for m in memory if m.get(key) is not None]
+        if values:
+            summary[key] = max(values)
+    return summary
+
+
 class CheckpointError(Exception):
     """A checkpoint that cannot be used: ``unsafe`` when it holds objects a weights-only load refuses."""
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from replab.data import resolve_data_dir
 from replab.experiments import Experiment, RunSettings
-from replab.runlog import CheckpointError, RunDir, RunLock, RunLocked, load_checkpoint
+from replab.runlog import CheckpointError, RunDir, RunLock, RunLocked, better, load_checkpoint, memory_summary
 from replab.system import MemoryMonitor, Stopwatch, environment, native_bf16_cpu, pick_device, release_free_memory
 from replab.tasks import Task, make_task
 
@@ -352,7 +352,7 @@ class Trainer:
                     }
                     if not all(math.isfinite(v) for v in (record["train_loss"], record["val_loss"])):
                         raise Diverged(f"loss became non-finite at epoch {epoch}")
-                    improved = not best or self._better(val_scores[metric], best["value"])
+                    improved = not best or better(val_scores[metric], best["value"], self.task.higher_is_better)
                     if improved:
                         best = {"value": val_scores[metric], "epoch": epoch}
                     if self.dist.is_main:
@@ -382,9 +382,6 @@ class Trainer:
             raise WriteFailed(f"could not write to {self.run.path}: {error.strerror or error}; the last good "
                               "checkpoint and metrics are kept: free space, then --resume") from error
 
-    def _better(self, value: float, best: float) -> bool:
-        return value > best if self.task.higher_is_better else value < best
-
     def _finish(self, records: list[dict], best: dict, status: str, reason: str | None, test: bool) -> dict:
         metric = self.task.metric
         summary = {
@@ -405,7 +402,7 @@ class Trainer:
                 f"final_train_{metric}": last[f"train_{metric}"], f"final_val_{metric}": last[f"val_{metric}"],
                 "total_seconds": last["wall_seconds"],
                 "mean_epoch_seconds": sum(r["train_seconds"] for r in records) / len(records),
-                "memory": _memory_summary(records),
+                "memory": memory_summary(records),
             })
         if test and records:
             summary["test_final"] = self.evaluate("test")
@@ -424,22 +421,6 @@ class Trainer:
                 log.error("could not write %s: %s", self.run.summary, error.strerror or error)
         log.info("%s %s%s", self.experiment.id, status, f": {reason}" if reason else "")
         return summary
-
-
-def _memory_summary(records: list[dict]) -> dict:
-    memory = [r["memory"] for r in records if r.get("memory")]
-    means = [m["steady_mean_mb"] for m in memory if m.get("steady_mean_mb") is not None]
-    peaks = [m["peak_mb"] for m in memory if m.get("peak_mb") is not None]
-    summary = {
-        "source": memory[-1]["source"] if memory else None,
-        "steady_mean_mb": round(sum(means) / len(means), 1) if means else None,
-        "peak_mb": max(peaks) if peaks else None,
-    }
-    for key in ("max_allocated_mb", "reserved_mb"):
-        values = [m[key] for m in memory if m.get(key) is not None]
-        if values:
-            summary[key] = max(values)
-    return summary
 
 
 def _attach_log_file(run: RunDir) -> logging.Handler:

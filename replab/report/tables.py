@@ -13,6 +13,7 @@ from replab.report.runs import (
     OPTIMIZER_STATE_COPIES,
     RunView,
     Study,
+    best_first,
     completed,
     fmt_count,
     fmt_metric,
@@ -96,12 +97,8 @@ class Table:
 
 # ------------------------------------------------------------------------------------------------ builders
 def _best_of(runs: list[RunView]) -> RunView | None:
-    candidates = completed(runs)
-    if not candidates:
-        return None
-    if candidates[0].higher_is_better:
-        return max(candidates, key=lambda r: r.best_val)
-    return min(candidates, key=lambda r: r.best_val)
+    ranked = best_first(completed(runs))
+    return ranked[0] if ranked else None
 
 
 def results_table(study: Study, grid: str) -> Table:
