@@ -18,7 +18,6 @@ from replab.report.runs import (
     OPTIMIZER_STATE_COPIES,
     RunView,
     Study,
-    best_first,
     completed,
     fmt_count,
     fmt_diff,
@@ -26,7 +25,7 @@ from replab.report.runs import (
     fmt_seconds,
     is_number,
 )
-from replab.report.tables import CNN_REFERENCE, best_vit
+from replab.report.tables import CNN_REFERENCE, best_first, best_vit
 from replab.runlog import better
 
 STUDY_GRIDS = ("lstm", "vit")  # the grids of the specification's questions

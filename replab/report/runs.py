@@ -416,8 +416,3 @@ def load_study(roots: Iterable[str | Path]) -> Study:
 
 def completed(runs: Iterable[RunView]) -> list[RunView]:
     return [r for r in runs if r.completed and r.best_val is not None]
-
-
-def best_first(runs: list[RunView]) -> list[RunView]:
-    """Runs from the best validation score to the worst, in the first run's direction (ties keep their order)."""
-    return sorted(runs, key=lambda r: r.best_val, reverse=bool(runs) and runs[0].higher_is_better)

@@ -13,7 +13,6 @@ from replab.report.runs import (
     OPTIMIZER_STATE_COPIES,
     RunView,
     Study,
-    best_first,
     completed,
     fmt_count,
     fmt_metric,
@@ -96,6 +95,11 @@ class Table:
 
 
 # ------------------------------------------------------------------------------------------------ builders
+def best_first(runs: list[RunView]) -> list[RunView]:
+    """Runs from the best validation score to the worst, in the first run's direction (ties keep their order)."""
+    return sorted(runs, key=lambda r: r.best_val, reverse=bool(runs) and runs[0].higher_is_better)
+
+
 def _best_of(runs: list[RunView]) -> RunView | None:
     ranked = best_first(completed(runs))
     return ranked[0] if ranked else None
