@@ -141,7 +141,7 @@ class Pull:
         return images
 
 
-def load_split(args, device: torch.device) -> tuple[ImageSplit, str]:
+def load_split(args) -> tuple[ImageSplit, str]:
     if not args.synthetic and not args.quick:
         from replab.data import resolve_data_dir
         from replab.data.cifar10 import load_cifar10
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> dict:
     if ours_batches < 1 or ref_batches < 1 or args.workers < 0:
         raise SystemExit("error: --batches and --reference-batches must be >= 1, --workers >= 0")
     info = common.machine_info(device)
-    split, source = load_split(args, device)
+    split, source = load_split(args)
     common.log(f"{NAME}: device {device}, {torch.get_num_threads()} threads, batch {batch}, data: {source}")
 
     generator = torch.Generator().manual_seed(0)
