@@ -4,7 +4,8 @@
     python -m benchmarks.lstm_step       LSTM training step: fused chunked cross-entropy vs full log_softmax
     python -m benchmarks.cifar_pipeline  batched CIFAR-10 augmentation vs per-image PIL in a DataLoader
 
-(also ``replab bench NAME [options]``). Each prints a table with a target column and writes JSON to
+(also ``python -m benchmarks NAME [options]``; from a checkout: the benchmarks are not installed).
+Each prints a table with a target column and writes JSON to
 ``bench-results/NAME.json`` (``--out`` to change it). ``--quick`` runs a tiny smoke setting.
 """
 

@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks.cifar_pipeline [--device auto] [--repeats 5] [--warmup 1] [--batch-size 128]
         [--batches 20] [--reference-batches 4] [--workers 0] [--data-dir DIR] [--synthetic] [--threads N]
         [--out bench-results/cifar_pipeline.json] [--quick]
-    replab bench cifar_pipeline [same options]
+    python -m benchmarks cifar_pipeline [same options]
 
 Contestants, each producing normalised float32 (B, 3, 32, 32) training batches with labels, on the device:
 
@@ -37,24 +37,9 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from benchmarks.common import (
-    base_parser,
-    finish_machine_info,
-    interleaved,
-    log,
-    machine_info,
-    median,
-    paired,
-    pick_device,
-    print_table,
-    print_targets,
-    resolve_common,
-    run_main,
-    target_row,
-    timing_summary,
-)
+from benchmarks import common
+from benchmarks.vit_step import make_step
 from replab.data.cifar10 import CLASSES, MEAN, STD, ImageBatches, ImageSplit
 from replab.models.vit import VisionTransformer
 
@@ -156,7 +141,7 @@ class Pull:
         return images
 
 
-def load_split(args, device: torch.device) -> tuple[ImageSplit, str]:
+def load_split(args) -> tuple[ImageSplit, str]:
     if not args.synthetic and not args.quick:
         from replab.data import resolve_data_dir
         from replab.data.cifar10 import load_cifar10
@@ -165,7 +150,7 @@ def load_split(args, device: torch.device) -> tuple[ImageSplit, str]:
         try:
             return load_cifar10(root).train, f"CIFAR-10 train split from {root}"
         except (FileNotFoundError, ValueError) as error:
-            log(f"CIFAR-10 not loaded ({error}); using random images")
+            common.log(f"CIFAR-10 not loaded ({error}); using random images")
     count = 1024 if args.quick else 10_000
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator)
@@ -177,23 +162,15 @@ def make_vit_step(batch: int, device: torch.device, quick: bool):
     torch.manual_seed(0)
     model_args = dict(embed_dim=32, hidden_dim=64, num_heads=4, num_layers=2) if quick else dict(num_layers=2)
     model = VisionTransformer(**model_args).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, 32, 32, generator=generator).to(device)
     labels = torch.randint(0, 10, (batch,), generator=generator).to(device)
-
-    def step():
-        loss = F.cross_entropy(model(images).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return make_step(model, images, labels, amp_dtype=None, compile_model=False)
 
 
 # ------------------------------------------------------------------------------------------------- run
 def build_parser() -> argparse.ArgumentParser:
-    parser = base_parser(NAME, __doc__.split("\n\n")[0], batch_size=128, repeats=5, warmup=1)
+    parser = common.base_parser(NAME, __doc__.split("\n\n")[0], batch_size=128, repeats=5, warmup=1)
     parser.add_argument("--batches", type=int, default=20, help="replab batches per round (default 20)")
     parser.add_argument("--reference-batches", type=int, default=None,
                         help="reference batches per round (default 4; 20 with --workers, for a steady state)")
@@ -205,8 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
-    resolve_common(args)
-    device = pick_device(args.device)
+    device = common.setup(args)
     batch = args.batch_size
     ours_batches = args.batches
     ref_batches = args.reference_batches or (20 if args.workers else 4)
@@ -214,9 +190,9 @@ def run(args: argparse.Namespace) -> dict:
         batch, ours_batches, ref_batches = min(batch, 32), min(ours_batches, 2), min(ref_batches, 1)
     if ours_batches < 1 or ref_batches < 1 or args.workers < 0:
         raise SystemExit("error: --batches and --reference-batches must be >= 1, --workers >= 0")
-    info = machine_info(device)
-    split, source = load_split(args, device)
-    log(f"{NAME}: device {device}, {torch.get_num_threads()} threads, batch {batch}, data: {source}")
+    info = common.machine_info(device)
+    split, source = load_split(args)
+    common.log(f"{NAME}: device {device}, {torch.get_num_threads()} threads, batch {batch}, data: {source}")
 
     generator = torch.Generator().manual_seed(0)
     replab_batches = ImageBatches(split, batch, shuffle=True, augment=True, generator=generator, device=device,
@@ -229,31 +205,31 @@ def run(args: argparse.Namespace) -> dict:
         "reference": Pull(reference, ref_batches, drain=args.workers * loader.prefetch_factor if args.workers else 0),
         "vit2_step": make_vit_step(batch, device, args.quick),
     }
-    log(f"timing {args.repeats} rounds ({ours_batches} replab batches, {ref_batches} reference batches, one ViT-2 "
-        f"step each) after {args.warmup} warm-up calls")
-    seconds = interleaved(contestants, device, args.repeats, args.warmup, log)
+    common.log(f"timing {args.repeats} rounds ({ours_batches} replab batches, {ref_batches} reference batches, "
+               f"one ViT-2 step each) after {args.warmup} warm-up calls")
+    seconds = common.interleaved(contestants, device, args.repeats, args.warmup, common.log)
     per_batch = {"replab": [s / ours_batches for s in seconds["replab"]],
                  "reference": [s / ref_batches for s in seconds["reference"]]}
-    ratio = median(paired(per_batch["reference"], per_batch["replab"], lambda r, o: r / o))
-    share = median(paired(per_batch["replab"], seconds["vit2_step"], lambda p, s: p / s))
-    reference_share = median(paired(per_batch["reference"], seconds["vit2_step"], lambda p, s: p / s))
+    ratio = common.median(common.paired(per_batch["reference"], per_batch["replab"], lambda r, o: r / o))
+    share = common.median(common.paired(per_batch["replab"], seconds["vit2_step"], lambda p, s: p / s))
+    reference_share = common.median(common.paired(per_batch["reference"], seconds["vit2_step"], lambda p, s: p / s))
     results = {
-        "images_per_s": {k: batch / median(v) for k, v in per_batch.items()},
-        "seconds_per_batch": {k: median(v) for k, v in per_batch.items()},
+        "images_per_s": {k: batch / common.median(v) for k, v in per_batch.items()},
+        "seconds_per_batch": {k: common.median(v) for k, v in per_batch.items()},
         "ratio_replab_over_reference": ratio,
-        "vit2_step_s": median(seconds["vit2_step"]),
-        "vit2_images_per_s": batch / median(seconds["vit2_step"]),
+        "vit2_step_s": common.median(seconds["vit2_step"]),
+        "vit2_images_per_s": batch / common.median(seconds["vit2_step"]),
         "share_of_vit2_step": {"replab": share, "reference": reference_share},
-        "timings": {k: timing_summary(v) for k, v in seconds.items()},
+        "timings": {k: common.timing_summary(v) for k, v in seconds.items()},
     }
     targets = [
-        target_row("ratio replab/reference", ratio, TARGET_RATIO, unit="x"),
-        target_row("replab pipeline / ViT-2 step", share, TARGET_SHARE, higher_is_better=False),
+        common.target_row("ratio replab/reference", ratio, TARGET_RATIO, unit="x"),
+        common.target_row("replab pipeline / ViT-2 step", share, TARGET_SHARE, higher_is_better=False),
     ]
     return {
         "benchmark": NAME,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": finish_machine_info(info),
+        "machine": common.finish_machine_info(info),
         "settings": {
             "device": str(device), "batch_size": batch, "repeats": args.repeats, "warmup": args.warmup,
             "replab_batches_per_round": ours_batches, "reference_batches_per_round": ref_batches,
@@ -274,14 +250,15 @@ def report(payload: dict) -> None:
          r["seconds_per_batch"]["reference"] * 1e3, f"{r['share_of_vit2_step']['reference']:.2%}"],
         ["ViT-2 training step", r["vit2_images_per_s"], r["vit2_step_s"] * 1e3, ""],
     ]
-    print_table(f"CIFAR-10 augmented batches (batch {s['batch_size']}, device {s['device']}, {s['threads']} threads, "
-                f"data: {s['data']})", ["contestant", "images/s", "ms/batch", "share of ViT-2 step"], rows)
+    common.print_table(f"CIFAR-10 augmented batches (batch {s['batch_size']}, device {s['device']}, "
+                       f"{s['threads']} threads, data: {s['data']})",
+                       ["contestant", "images/s", "ms/batch", "share of ViT-2 step"], rows)
     print(f"ratio replab/reference: {r['ratio_replab_over_reference']:.1f}x")
-    print_targets(payload["targets"])
+    common.print_targets(payload["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser, run, report, argv)
+    return common.run_main(build_parser, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 
 from replab.cli import _positive_int
 from replab.runlog import atomic_write_json
-from replab.system import cpu_flags, synchronize
+from replab.system import cpu_flags, native_bf16_cpu, synchronize
 
 DEFAULT_OUT_DIR = Path("bench-results")
 
@@ -67,6 +67,39 @@ def resolve_common(args: argparse.Namespace) -> argparse.Namespace:
     if args.threads:
         torch.set_num_threads(args.threads)
     return args
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """What every benchmark does first: ``resolve_common`` (``--quick`` defaults, ``--threads``), then the device."""
+    resolve_common(args)
+    return pick_device(args.device)
+
+
+def add_force_bf16(parser: argparse.ArgumentParser, what: str = "bf16") -> None:
+    parser.add_argument("--force-bf16", action="store_true",
+                        help=f"run {what} even where bf16 matrix products measure slower than half of fp32")
+
+
+def parse_modes(text: str, known: tuple[str, ...]) -> list[str]:
+    """``--modes``: the comma-separated modes, each one of ``known`` (else exit with an error)."""
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(known))
+    if unknown:
+        raise SystemExit(f"error: unknown modes {unknown}; choose from {', '.join(known)}")
+    return modes
+
+
+def bf16_skip(peaks: dict, device: torch.device, force: bool, runs: str = "it") -> str | None:
+    """Why the bf16 mode(s) are skipped (None: they run): on a CPU whose bf16 matrix-product peak (``peaks``:
+    ``GemmPeak`` per ``fp32``/``bf16``) measures under half the fp32 one, unless ``--force-bf16``."""
+    if "bf16" not in peaks or device.type != "cpu" or force:
+        return None
+    fp32_rate, bf16_rate = (peaks[k].calibration_flops_per_s for k in ("fp32", "bf16"))
+    if bf16_rate >= 0.5 * fp32_rate:
+        return None
+    return (f"skipped: bf16 matrix products run a slow fallback on this CPU ({bf16_rate / 1e9:.2f} "
+            f"GFLOP/s vs {fp32_rate / 1e9:.1f} fp32; bf16 instructions: "
+            f"{'yes' if native_bf16_cpu() else 'none'}); --force-bf16 runs {runs} anyway")
 
 
 def pick_device(name: str) -> torch.device:

@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks.lstm_step [--device auto] [--repeats 5] [--warmup 1] [--batch-size 16]
         [--sequence-length 256] [--modes fp32,bf16] [--padding 0.0] [--learn-embeddings] [--threads N]
         [--force-bf16] [--out bench-results/lstm_step.json] [--quick]
-    replab bench lstm_step [same options]
+    python -m benchmarks lstm_step [same options]
 
 The model is the spec's ``LSTM()`` (vocabulary 40,479, embeddings 768 frozen and tied to the output projection,
 hidden 512, 1 layer), on a fixed batch of random token ids (B=16 x T=256), optimiser ``torch.optim.Adam``
@@ -36,26 +36,8 @@ import time
 
 import torch
 
-from benchmarks.common import (
-    GemmPeak,
-    base_parser,
-    finish_machine_info,
-    first_line,
-    interleaved,
-    log,
-    machine_info,
-    median,
-    paired,
-    pick_device,
-    print_table,
-    print_targets,
-    resolve_common,
-    run_main,
-    target_row,
-    timing_summary,
-)
+from benchmarks import common
 from replab.models.lstm import LSTM, masked_sequence_mean, token_nll
-from replab.system import native_bf16_cpu
 
 NAME = "lstm_step"
 MODES = ("fp32", "bf16")
@@ -115,25 +97,20 @@ def make_steps(model: LSTM, source, target, mask, amp_dtype):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = base_parser(NAME, __doc__.split("\n\n")[0], batch_size=16, repeats=5, warmup=1)
+    parser = common.base_parser(NAME, __doc__.split("\n\n")[0], batch_size=16, repeats=5, warmup=1)
     parser.add_argument("--sequence-length", type=int, default=256, help="tokens per sequence (default 256)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of fp32, bf16")
     parser.add_argument("--padding", type=float, default=0.0,
                         help="fraction of every other sequence zero-padded at its end (default 0)")
     parser.add_argument("--learn-embeddings", action="store_true",
                         help="train the (tied) embeddings too: the fused loss then also computes their gradient")
-    parser.add_argument("--force-bf16", action="store_true",
-                        help="run bf16 even where bf16 matrix products measure slower than half of fp32")
+    common.add_force_bf16(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> dict:
-    resolve_common(args)
-    device = pick_device(args.device)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = sorted(set(modes) - set(MODES))
-    if unknown:
-        raise SystemExit(f"error: unknown modes {unknown}; choose from {', '.join(MODES)}")
+    device = common.setup(args)
+    modes = common.parse_modes(args.modes, MODES)
     if not 0.0 <= args.padding < 1.0:
         raise SystemExit("error: --padding must be in [0, 1)")
     model_args = {"learn_embeddings": args.learn_embeddings}
@@ -141,19 +118,13 @@ def run(args: argparse.Namespace) -> dict:
     if args.quick:
         model_args.update(vocabulary_size=1000, embedding_size=32, hidden_size=24)
         batch, length = min(batch, 4), min(length, 16)
-    info = machine_info(device)
-    log(f"{NAME}: device {device}, {torch.get_num_threads()} threads, batch {batch} x {length}, modes {modes}")
+    info = common.machine_info(device)
+    common.log(f"{NAME}: device {device}, {torch.get_num_threads()} threads, batch {batch} x {length}, modes {modes}")
 
-    peaks = {name: GemmPeak(device, torch.float32 if name == "fp32" else torch.bfloat16,
+    peaks = {name: common.GemmPeak(device, torch.float32 if name == "fp32" else torch.bfloat16,
                             size=256 if args.quick else None)
              for name in sorted(set(modes) | {"fp32"})}
-    bf16_skip = None
-    if "bf16" in peaks and device.type == "cpu" and not args.force_bf16:
-        fp32_rate, bf16_rate = (peaks[k].calibration_flops_per_s for k in ("fp32", "bf16"))
-        if bf16_rate < 0.5 * fp32_rate:
-            bf16_skip = (f"skipped: bf16 matrix products run a slow fallback on this CPU ({bf16_rate / 1e9:.2f} "
-                         f"GFLOP/s vs {fp32_rate / 1e9:.1f} fp32; bf16 instructions: "
-                         f"{'yes' if native_bf16_cpu() else 'none'}); --force-bf16 runs it anyway")
+    bf16_skip = common.bf16_skip(peaks, device, args.force_bf16)
 
     results = {}
     flops = None
@@ -162,7 +133,7 @@ def run(args: argparse.Namespace) -> dict:
         results[mode] = entry
         if mode == "bf16" and bf16_skip:
             entry["status"] = bf16_skip
-            log(f"{mode}: {bf16_skip}")
+            common.log(f"{mode}: {bf16_skip}")
             continue
         torch.manual_seed(0)
         model = LSTM(**model_args).to(device)
@@ -177,26 +148,26 @@ def run(args: argparse.Namespace) -> dict:
             for step in steps.values():
                 step()
         except Exception as error:  # e.g. no bf16 LSTM kernel on this device: a result, not a crash
-            entry["status"] = f"failed: {first_line(error)}"
-            log(f"{mode}: {entry['status']}")
+            entry["status"] = f"failed: {common.first_line(error)}"
+            common.log(f"{mode}: {entry['status']}")
             continue
-        log(f"{mode}: timing {args.repeats} rounds after {args.warmup} warm-up calls")
-        seconds = interleaved({**steps, "gemm_peak": peaks[mode]}, device, args.repeats, args.warmup, log)
+        common.log(f"{mode}: timing {args.repeats} rounds after {args.warmup} warm-up calls")
+        seconds = common.interleaved({**steps, "gemm_peak": peaks[mode]}, device, args.repeats, args.warmup, common.log)
         peak_rates = [peaks[mode].flops / s for s in seconds["gemm_peak"]]
         entry.update({
             "status": "ok",
             "loss": {"replab": ours, "reference": ref, "abs_difference": abs(ours - ref)},
-            "tokens_per_s": {k: tokens / median(seconds[k]) for k in steps},
-            "ratio_replab_over_reference": median(paired(seconds["reference"], seconds["replab"],
+            "tokens_per_s": {k: tokens / common.median(seconds[k]) for k in steps},
+            "ratio_replab_over_reference": common.median(common.paired(seconds["reference"], seconds["replab"],
                                                          lambda r, o: r / o)),
-            "gemm_peak_flops_per_s": median(peak_rates),
+            "gemm_peak_flops_per_s": common.median(peak_rates),
             "fraction_of_gemm_bound": {
-                k: median(paired(seconds[k], peak_rates, lambda s, p, f=flops: f / s / p)) for k in steps
+                k: common.median(common.paired(seconds[k], peak_rates, lambda s, p, f=flops: f / s / p)) for k in steps
             },
             # the ratio replab would reach if its step took exactly the time of its matrix products at the peak
-            "ratio_ceiling_at_gemm_bound": median(paired(seconds["reference"], peak_rates,
+            "ratio_ceiling_at_gemm_bound": common.median(common.paired(seconds["reference"], peak_rates,
                                                          lambda r, p, f=flops: r / (f / p))),
-            "timings": {k: timing_summary(v) for k, v in seconds.items()},
+            "timings": {k: common.timing_summary(v) for k, v in seconds.items()},
         })
         del model, steps
 
@@ -206,15 +177,15 @@ def run(args: argparse.Namespace) -> dict:
         value = entry.get("ratio_replab_over_reference")
         note = "" if entry.get("status") == "ok" else entry.get("status", "")
         if mode == "fp32":
-            targets.append(target_row("fp32 ratio replab/reference", value, TARGET_RATIO, unit="x", note=note))
+            targets.append(common.target_row("fp32 ratio replab/reference", value, TARGET_RATIO, unit="x", note=note))
         else:
-            targets.append(target_row(f"{mode} ratio replab/reference (no target set)", value, 1.0, unit="x",
+            targets.append(common.target_row(f"{mode} ratio replab/reference (no target set)", value, 1.0, unit="x",
                                       note=note or "informative; the issue sets the 1.3x target for fp32"))
 
     return {
         "benchmark": NAME,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": finish_machine_info(info),
+        "machine": common.finish_machine_info(info),
         "settings": {
             "device": str(device), "batch_size": batch, "sequence_length": length, "repeats": args.repeats,
             "warmup": args.warmup, "modes": modes, "quick": args.quick, "padding": args.padding,
@@ -240,17 +211,17 @@ def report(payload: dict) -> None:
                      entry["loss"]["abs_difference"]])
     s = payload["settings"]
     flops = payload["flops_per_step"]
-    print_table(f"LSTM training step (batch {s['batch_size']} x {s['sequence_length']} tokens, "
+    common.print_table(f"LSTM training step (batch {s['batch_size']} x {s['sequence_length']} tokens, "
                 f"{(flops or 0) / 1e9:.0f} GFLOP/step, device {s['device']}, {s['threads']} threads)",
                 ["mode", "replab tokens/s", "reference tokens/s", "ratio", "ratio ceiling (GEMM-bound)",
                  "GEMM-bound replab / ref", "|loss difference|"], rows)
     for note in notes:
         print(note)
-    print_targets(payload["targets"])
+    common.print_targets(payload["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser, run, report, argv)
+    return common.run_main(build_parser, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks.vit_step [--device auto] [--repeats 5] [--warmup 2] [--batch-size 128] [--layers 6]
         [--modes fp32,bf16,fp32-compile,bf16-compile] [--attention primitive] [--threads N] [--force-bf16]
         [--out bench-results/vit_step.json] [--quick]
-    replab bench vit_step [same options]
+    python -m benchmarks vit_step [same options]
 
 A step is forward, float32 cross-entropy, backward and ``torch.optim.AdamW`` (lr 1e-4), on a fixed batch of
 random normalised images (B, 3, 32, 32). Contestants:
@@ -46,26 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import (
-    GemmPeak,
-    base_parser,
-    finish_machine_info,
-    first_line,
-    interleaved,
-    log,
-    machine_info,
-    median,
-    paired,
-    pick_device,
-    print_table,
-    print_targets,
-    resolve_common,
-    run_main,
-    target_row,
-    timing_summary,
-)
+from benchmarks import common
 from replab.models.vit import VisionTransformer
-from replab.system import native_bf16_cpu
 
 NAME = "vit_step"
 MODES = ("fp32", "bf16", "fp32-compile", "bf16-compile")
@@ -217,32 +199,27 @@ def make_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, amp_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = base_parser(NAME, __doc__.split("\n\n")[0], batch_size=128, repeats=5, warmup=2)
+    parser = common.base_parser(NAME, __doc__.split("\n\n")[0], batch_size=128, repeats=5, warmup=2)
     parser.add_argument("--layers", type=int, default=6, help="transformer blocks (default 6, the spec's ViT-6)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"comma-separated subset of {', '.join(MODES)} (default all; --quick: fp32,bf16)")
     parser.add_argument("--attention", choices=("primitive", "sdpa"), default="primitive",
                         help="replab's attention path (default: from primitives)")
-    parser.add_argument("--force-bf16", action="store_true",
-                        help="run bf16 modes even where bf16 matrix products measure slower than half of fp32")
+    common.add_force_bf16(parser, "bf16 modes")
     return parser
 
 
 def run(args: argparse.Namespace) -> dict:
-    resolve_common(args)
-    device = pick_device(args.device)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    device = common.setup(args)
+    modes = common.parse_modes(args.modes, MODES)
     if args.quick and args.modes == ",".join(MODES):
         modes = ["fp32", "bf16"]
-    unknown = sorted(set(modes) - set(MODES))
-    if unknown:
-        raise SystemExit(f"error: unknown modes {unknown}; choose from {', '.join(MODES)}")
     model_args = dict(num_layers=args.layers)
     if args.quick:
         model_args = dict(embed_dim=32, hidden_dim=64, num_heads=4, num_layers=1)
     batch = args.batch_size if not args.quick else min(args.batch_size, 8)
-    info = machine_info(device)
-    log(f"{NAME}: device {device}, {torch.get_num_threads()} threads, batch {batch}, modes {', '.join(modes)}")
+    info = common.machine_info(device)
+    common.log(f"{NAME}: device {device}, {torch.get_num_threads()} threads, batch {batch}, modes {', '.join(modes)}")
 
     torch.manual_seed(0)
     probe = VisionTransformer(**model_args, attention=args.attention).to(device)
@@ -260,19 +237,13 @@ def run(args: argparse.Namespace) -> dict:
     labels = torch.randint(0, config.num_classes, (batch,), generator=generator).to(device)
     flops = training_flops(config, batch)
 
-    peaks: dict[str, GemmPeak] = {}
+    peaks: dict[str, common.GemmPeak] = {}
     for dtype_name in sorted({m.split("-")[0] for m in modes} | {"fp32"}):
         dtype = torch.float32 if dtype_name == "fp32" else torch.bfloat16
-        peaks[dtype_name] = GemmPeak(device, dtype, size=256 if args.quick else None)
-        log(f"{dtype_name} matrix product: n={peaks[dtype_name].size}, "
+        peaks[dtype_name] = common.GemmPeak(device, dtype, size=256 if args.quick else None)
+        common.log(f"{dtype_name} matrix product: n={peaks[dtype_name].size}, "
             f"{peaks[dtype_name].calibration_flops_per_s / 1e9:.1f} GFLOP/s (calibration)")
-    bf16_skip = None
-    if "bf16" in peaks and device.type == "cpu" and not args.force_bf16:
-        fp32_rate, bf16_rate = (peaks[k].calibration_flops_per_s for k in ("fp32", "bf16"))
-        if bf16_rate < 0.5 * fp32_rate:
-            bf16_skip = (f"skipped: bf16 matrix products run a slow fallback on this CPU ({bf16_rate / 1e9:.2f} "
-                         f"GFLOP/s vs {fp32_rate / 1e9:.1f} fp32; bf16 instructions: "
-                         f"{'yes' if native_bf16_cpu() else 'none'}); --force-bf16 runs them anyway")
+    bf16_skip = common.bf16_skip(peaks, device, args.force_bf16, runs="them")
 
     results = {}
     for mode in modes:
@@ -282,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
         results[mode] = entry
         if precision == "bf16" and bf16_skip:
             entry["status"] = bf16_skip
-            log(f"{mode}: {bf16_skip}")
+            common.log(f"{mode}: {bf16_skip}")
             continue
         amp_dtype = torch.bfloat16 if precision == "bf16" else None
         torch.manual_seed(0)
@@ -298,43 +269,44 @@ def run(args: argparse.Namespace) -> dict:
                 steps[name] = make_step(model, images, labels, amp_dtype, compiled)
                 steps[name]()
             except Exception as error:  # a compiler failure is a result, not a crash
-                entry["status"] = f"failed ({name}): {first_line(error)}"
-                log(f"{mode}: {entry['status']}")
+                entry["status"] = f"failed ({name}): {common.first_line(error)}"
+                common.log(f"{mode}: {entry['status']}")
                 failed = True
                 break
             first_call[name] = time.perf_counter() - begin
         if failed:
             continue
         entry["first_call_s"] = first_call
-        log(f"{mode}: timing {args.repeats} rounds after {args.warmup} warm-up calls")
+        common.log(f"{mode}: timing {args.repeats} rounds after {args.warmup} warm-up calls")
         contestants = {**steps, "gemm_peak": peaks[precision]}
         if not compiled:
             contestants["model_products"] = ModelProducts(config, batch, device,
                                                           amp_dtype or torch.float32)
         try:
-            seconds = interleaved(contestants, device, args.repeats, args.warmup, log)
+            seconds = common.interleaved(contestants, device, args.repeats, args.warmup, common.log)
         except Exception as error:  # e.g. a recompilation failing after the first call
-            entry["status"] = f"failed while timing: {first_line(error)}"
-            log(f"{mode}: {entry['status']}")
+            entry["status"] = f"failed while timing: {common.first_line(error)}"
+            common.log(f"{mode}: {entry['status']}")
             continue
         peak_rates = [peaks[precision].flops / s for s in seconds["gemm_peak"]]
         if not compiled:
             entry["fraction_of_model_products_bound"] = {
-                k: median(paired(seconds["model_products"], seconds[k], lambda g, s: g / s)) for k in steps
+                k: common.median(common.paired(seconds["model_products"], seconds[k], lambda g, s: g / s))
+                for k in steps
             }
-            entry["model_products_fraction_of_peak"] = median(paired(seconds["model_products"], peak_rates,
-                                                                     lambda g, p: flops / g / p))
+            entry["model_products_fraction_of_peak"] = common.median(
+                common.paired(seconds["model_products"], peak_rates, lambda g, p: flops / g / p))
         entry.update({
             "status": "ok",
-            "images_per_s": {k: batch / median(seconds[k]) for k in steps},
-            "ratio_replab_over_reference": median(paired(seconds["reference"], seconds["replab"],
+            "images_per_s": {k: batch / common.median(seconds[k]) for k in steps},
+            "ratio_replab_over_reference": common.median(common.paired(seconds["reference"], seconds["replab"],
                                                          lambda r, o: r / o)),
-            "achieved_flops_per_s": {k: flops / median(seconds[k]) for k in steps},
-            "gemm_peak_flops_per_s": median(peak_rates),
+            "achieved_flops_per_s": {k: flops / common.median(seconds[k]) for k in steps},
+            "gemm_peak_flops_per_s": common.median(peak_rates),
             "fraction_of_gemm_bound": {
-                k: median(paired(seconds[k], peak_rates, lambda s, p: flops / s / p)) for k in steps
+                k: common.median(common.paired(seconds[k], peak_rates, lambda s, p: flops / s / p)) for k in steps
             },
-            "timings": {k: timing_summary(v) for k, v in seconds.items()},
+            "timings": {k: common.timing_summary(v) for k, v in seconds.items()},
         })
 
     recommendation = {}
@@ -360,15 +332,15 @@ def run(args: argparse.Namespace) -> dict:
         entry = results.get(chosen["mode"]) if chosen else None
         note = f"mode {chosen['mode']}" if chosen else (
             results.get(precision, {}).get("status") or f"{precision} modes not run")
-        targets.append(target_row(f"{precision} ratio replab/reference", entry and
+        targets.append(common.target_row(f"{precision} ratio replab/reference", entry and
                                   entry["ratio_replab_over_reference"], goal["ratio"], unit="x", note=note))
-        targets.append(target_row(f"{precision} fraction of GEMM-bound", entry and
+        targets.append(common.target_row(f"{precision} fraction of GEMM-bound", entry and
                                   entry["fraction_of_gemm_bound"]["replab"], goal["fraction"], note=note))
 
     payload = {
         "benchmark": NAME,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": finish_machine_info(info),
+        "machine": common.finish_machine_info(info),
         "settings": {
             "device": str(device), "batch_size": batch, "repeats": args.repeats, "warmup": args.warmup,
             "modes": modes, "quick": args.quick, "attention": args.attention, "model": dataclasses.asdict(config),
@@ -401,7 +373,7 @@ def report(payload: dict) -> None:
                      f"{entry['model_products_fraction_of_peak']:.1%}" if products else "-",
                      f"{products['replab']:.1%} / {products['reference']:.1%}" if products else "-"])
     s = payload["settings"]
-    print_table(f"ViT training step (batch {s['batch_size']}, {s['model']['num_layers']} layers, "
+    common.print_table(f"ViT training step (batch {s['batch_size']}, {s['model']['num_layers']} layers, "
                 f"{payload['parameters']['replab']:,} parameters, {payload['flops_per_step'] / 1e9:.1f} GFLOP/step, "
                 f"device {s['device']}, {s['threads']} threads)",
                 ["mode", "replab img/s", "reference img/s", "ratio", "replab GFLOP/s", "GEMM peak GFLOP/s",
@@ -412,11 +384,11 @@ def report(payload: dict) -> None:
         print(note)
     for precision, rec in payload["recommended_default"].items():
         print(f"recommended {precision} default: {rec['mode']} ({rec['why']})")
-    print_targets(payload["targets"])
+    common.print_targets(payload["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser, run, report, argv)
+    return common.run_main(build_parser, run, report, argv)
 
 
 if __name__ == "__main__":

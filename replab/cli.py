@@ -13,7 +13,6 @@ Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created)
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -29,12 +28,16 @@ from replab.experiments import (
     get_experiment,
     with_overrides,
 )
-
-EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UsageError(Exception):
-    """Bad input: one line for the user, exit code 2."""
+from replab.runner import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    _train_one,
+    plan_grid,
+    print_estimates,
+    run_grid,
+)
 
 
 def _positive_int(text: str) -> int:
@@ -120,10 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     from replab.generate import add_generate_command
 
     add_generate_command(commands)
-
-    from benchmarks.cli import add_bench_command
-
-    add_bench_command(commands)
     return parser
 
 
@@ -158,106 +157,11 @@ def cmd_configs(args) -> int:
     return EXIT_OK
 
 
-def _status_code(summary: dict) -> int:
-    return {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(summary.get("status"), EXIT_RUN_FAILED)
-
-
-def _train_one(experiment, settings) -> int:
-    from replab.train import RunError, train
-
-    try:
-        summary = train(experiment, settings)
-    except (RunError, ValueError) as error:
-        raise UsageError(str(error)) from None
-    status = summary.get("status")
-    best = summary.get("best_val")
-    detail = f"best validation {summary['metric']} {best:.4f} (epoch {summary['best_epoch']})" if best else ""
-    print(f"{experiment.id}: {status}{': ' + summary['reason'] if summary.get('reason') else ''}"
-          f"{'; ' + detail if detail else ''}")
-    return _status_code(summary)
-
-
 def cmd_train(args) -> int:
     experiment, settings = _experiment(args.id, args), _settings(args)
     if args.dry_run:
         return print_estimates([(experiment, settings)])
     return _train_one(experiment, settings)
-
-
-# ------------------------------------------------------------------------------------------------ estimates
-def _epochs_done(experiment, settings: RunSettings) -> int:
-    """Epochs a resumed run has already (read from its metrics; 0 for a new or overwritten run)."""
-    from replab.runlog import RunDir
-
-    if not settings.resume or settings.overwrite:
-        return 0
-    return len(RunDir(Path(settings.out) / experiment.id).read_metrics())
-
-
-def estimate_plan(plan: list[tuple]) -> list:
-    """The cost of each ``(experiment, settings)`` of a plan (``settings`` None: completed, skipped)."""
-    from replab.estimate import estimate_run, skipped
-    from replab.train import RunError
-
-    estimates = []
-    for experiment, settings in plan:
-        if settings is None:
-            estimates.append(skipped(experiment))
-            continue
-        try:
-            estimates.append(estimate_run(experiment, settings, _epochs_done(experiment, settings)))
-        except (RunError, ValueError) as error:
-            raise UsageError(str(error)) from None
-    return estimates
-
-
-def print_estimates(plan: list[tuple]) -> int:
-    """``--dry-run``: time a few real steps of every run of the plan, print the table; nothing is written."""
-    from replab.estimate import load_note, table
-
-    estimates = estimate_plan(plan)
-    print(table(estimates))
-    print(f"(measured with {load_note()}; estimates only, nothing was written)")
-    return EXIT_OK
-
-
-# ------------------------------------------------------------------------------------------------ grids
-def plan_grid(experiment_ids: list[str], settings: RunSettings, overrides: dict | None = None) -> list[tuple]:
-    """``(experiment, settings)`` of each run of a grid; settings ``None`` for a completed run (skipped), and
-    ``resume`` set for a started one. ``overrides``: hyperparameters for every experiment (``None`` ignored)."""
-    from replab.train import completed_summary
-
-    try:
-        experiments = [with_overrides(get_experiment(i), **(overrides or {})) for i in experiment_ids]
-    except (KeyError, ValueError) as error:
-        raise UsageError(str(error).strip("'\"")) from None
-    plan = []
-    for experiment in experiments:
-        if not settings.overwrite and completed_summary(experiment, settings):
-            plan.append((experiment, None))
-        elif not settings.overwrite and (Path(settings.out) / experiment.id / "config.json").exists():
-            plan.append((experiment, dataclasses.replace(settings, resume=True)))
-        else:
-            plan.append((experiment, settings))
-    return plan
-
-
-def run_grid(experiment_ids: list[str], settings: RunSettings, overrides: dict | None = None) -> int:
-    """Train the experiments one after another: completed ones are skipped, unfinished ones resumed.
-
-    ``overrides``: hyperparameters applied to every experiment (``None`` values ignored). Every configuration
-    is validated before the first run starts. Returns the worst exit code (130 stops the grid at once).
-    """
-    worst = EXIT_OK
-    for experiment, run_settings in plan_grid(experiment_ids, settings, overrides):
-        if run_settings is None:
-            print(f"{experiment.id}: completed already, skipped")
-            continue
-        code = _train_one(experiment, run_settings)
-        if code == EXIT_INTERRUPTED:
-            return code
-        worst = max(worst, code)
-    return worst
 
 
 def cmd_grid(args) -> int:

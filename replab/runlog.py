@@ -21,10 +21,10 @@ import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -54,36 +54,18 @@ def to_json(value: Any, indent: int | None = None) -> str:
     return json.dumps(_clean(value), default=_json_default, indent=indent, allow_nan=False)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], keep_previous: Path | None = None) -> None:
+    """The one atomic writer: ``write(file)`` into a temporary file beside ``path``, fsync, then rename it over
+    ``path``; on any failure the temporary file is removed and ``path`` is untouched.
 
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, (to_json(value, indent=2) + "\n").encode())
-
-
-def atomic_torch_save(path: Path, obj: Any, keep_previous: Path | None = None) -> None:
-    """``torch.save`` to a temporary file, fsync, then rename over ``path``.
-
-    ``keep_previous``: move the current ``path`` there first, so the checkpoint before survives a damaged new
-    one. A kill between the two renames leaves ``keep_previous`` and no ``path``: readers try both.
+    ``keep_previous``: move the current ``path`` there first, so the file before survives a damaged new one. A
+    kill between the two renames leaves ``keep_previous`` and no ``path``: readers try both.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         if keep_previous is not None and path.exists():
@@ -92,6 +74,44 @@ def atomic_torch_save(path: Path, obj: Any, keep_previous: Path | None = None) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_bytes(path, (to_json(value, indent=2) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, obj: Any, keep_previous: Path | None = None) -> None:
+    """``torch.save`` through ``atomic_write`` (``keep_previous``: the checkpoint before is kept there)."""
+    atomic_write(path, lambda f: torch.save(obj, f), keep_previous)
+
+
+def better(value: float, than: float, higher_is_better: bool) -> bool:
+    """Whether the score ``value`` is strictly better than ``than`` (higher accuracy, lower perplexity)."""
+    return value > than if higher_is_better else value < than
+
+
+def memory_summary(records: list[dict]) -> dict:
+    """A run's memory over its epoch records: ``source``, mean of the epochs' steady means, overall peak (and on
+    CUDA the largest ``max_allocated_mb`` / ``reserved_mb``)."""
+    memory = [r["memory"] for r in records if r.get("memory")]
+    means = [m["steady_mean_mb"] for m in memory if m.get("steady_mean_mb") is not None]
+    peaks = [m["peak_mb"] for m in memory if m.get("peak_mb") is not None]
+    summary = {
+        "source": memory[-1]["source"] if memory else None,
+        "steady_mean_mb": round(sum(means) / len(means), 1) if means else None,
+        "peak_mb": max(peaks) if peaks else None,
+    }
+    for key in ("max_allocated_mb", "reserved_mb"):
+        values = [m[key] for m in memory if m.get(key) is not None]
+        if values:
+            summary[key] = max(values)
+    return summary
 
 
 class CheckpointError(Exception):

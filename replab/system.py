@@ -1,4 +1,5 @@
-"""The machine a run executes on: device choice, environment record, and memory measurement."""
+"""The machine a run executes on: device choice, environment record, memory measurement, and the processes of
+a distributed run (rank, world size, sums across ranks)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 import replab
 
@@ -50,25 +52,25 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def cpu_name() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of /proc/cpuinfo (None where there is none, or no such file)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if line.startswith(field):
+                return line.split(":", 1)[1]
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    name = _cpuinfo("model name")
+    return name.strip() if name is not None else platform.processor() or platform.machine()
 
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where unknown)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((_cpuinfo("flags") or "").split())
 
 
 def native_bf16_cpu() -> bool | None:
@@ -245,3 +247,30 @@ class Stopwatch:
 
     def elapsed(self) -> float:
         return self._now() - self.start
+
+
+class Distributed:
+    """Rank and world size (1 process unless launched by torchrun), and sums across ranks."""
+
+    def __init__(self, device_type: str):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.enabled = self.world_size > 1
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
+        keys = sorted(totals)
+        values = torch.stack([totals[k].detach().double() for k in keys])
+        if self.enabled:
+            values = values.to("cpu") if dist.get_backend() == "gloo" else values
+            dist.all_reduce(values)
+        return dict(zip(keys, values.tolist(), strict=True))
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()

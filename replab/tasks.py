@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from replab.data import shard
 from replab.data.cifar10 import ImageBatches, load_cifar10
 from replab.data.embeddings import EMBEDDINGS_FILE
 from replab.data.wikitext2 import Wikitext2
@@ -27,11 +28,6 @@ from replab.runlog import RunDir
 log = logging.getLogger("replab.tasks")
 #: ``--embeddings none``: learned embeddings even where the data folder holds ``embeddings.npz``.
 LEARNED_EMBEDDINGS = "none"
-
-
-def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """This rank's contiguous part of a global batch of indices (no overlap, nothing dropped)."""
-    return indices.tensor_split(world_size)[rank] if world_size > 1 else indices
 
 
 class Task:

@@ -24,14 +24,21 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from replab.data import resolve_data_dir
 from replab.experiments import Experiment, RunSettings
-from replab.runlog import CheckpointError, RunDir, RunLock, RunLocked, load_checkpoint
-from replab.system import MemoryMonitor, Stopwatch, environment, native_bf16_cpu, pick_device, release_free_memory
+from replab.runlog import CheckpointError, RunDir, RunLock, RunLocked, better, load_checkpoint, memory_summary
+from replab.system import (
+    Distributed,
+    MemoryMonitor,
+    Stopwatch,
+    environment,
+    native_bf16_cpu,
+    pick_device,
+    release_free_memory,
+)
 from replab.tasks import Task, make_task
 
 log = logging.getLogger("replab.train")
@@ -76,34 +83,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**63)
 
 
-# ------------------------------------------------------------------------------------------------ distributed
-class Distributed:
-    """Rank and world size (1 process unless launched by torchrun), and sums across ranks."""
-
-    def __init__(self, device_type: str):
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.enabled = self.world_size > 1
-        if self.enabled and not dist.is_initialized():
-            dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
-        keys = sorted(totals)
-        values = torch.stack([totals[k].detach().double() for k in keys])
-        if self.enabled:
-            values = values.to("cpu") if dist.get_backend() == "gloo" else values
-            dist.all_reduce(values)
-        return dict(zip(keys, values.tolist(), strict=True))
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
-
 # --------------------------------------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, experiment: Experiment, settings: RunSettings):
@@ -117,22 +96,17 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.run = RunDir(Path(settings.out) / self.experiment.id)
         self.data_dir = resolve_data_dir(settings.data_dir)
-        self._check_run_folder()
-        self._check_amp()
+        self._preflight()
         self.progress = settings.progress if settings.progress is not None else sys.stderr.isatty()
         self.progress = self.progress and self.dist.is_main
 
     # -- input checks: nothing is created or removed before they pass -------------------------------------
-    def _check_run_folder(self) -> None:
-        summary = self.run.read_summary() or {}
-        if self.settings.overwrite or not self.run.exists():
-            return
-        if summary.get("status") == "completed" and not self.settings.resume:
-            raise RunError(f"{self.run.path} holds a completed run: pass --overwrite to train it again")
-        if not self.settings.resume:
+    def _preflight(self) -> None:
+        """The run folder (an existing run needs --resume or --overwrite), then the precision (--amp)."""
+        if self.run.exists() and not (self.settings.overwrite or self.settings.resume):
+            if (self.run.read_summary() or {}).get("status") == "completed":
+                raise RunError(f"{self.run.path} holds a completed run: pass --overwrite to train it again")
             raise RunError(f"{self.run.path} holds an unfinished run: pass --resume to continue it or --overwrite")
-
-    def _check_amp(self) -> None:
         amp = self.settings.amp
         if amp == "bf16" and self.device.type == "cpu" and native_bf16_cpu() is False:
             if self.experiment.task == "lstm":  # oneDNN has no bf16 LSTM kernel without the instructions
@@ -277,25 +251,25 @@ class Trainer:
         if self.settings.limit_train_batches:
             total = min(total, self.settings.limit_train_batches)
         warmup = max(1, min(20, total // 5))
-        totals: dict[str, torch.Tensor] = {}
         bar = tqdm(total=total, desc=f"{self.experiment.id} epoch {epoch}", disable=not self.progress,
                    leave=False, dynamic_ncols=True, unit="batch")
         clock = Stopwatch(self.device)
-        for step, batch in enumerate(batches):
-            if step >= total:
-                break
+
+        def step(index: int, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             try:
-                loss, stats = self.train_step(batch)
+                return self.train_step(batch)
             except Diverged as error:
-                raise Diverged(f"{error} at epoch {epoch}, step {step + 1}") from None
-            for k, v in stats.items():
-                totals[k] = totals[k] + v if k in totals else v
-            if step + 1 == warmup:
+                raise Diverged(f"{error} at epoch {epoch}, step {index + 1}") from None
+
+        def after(index: int, loss: torch.Tensor, totals: dict[str, torch.Tensor]) -> None:
+            if index + 1 == warmup:
                 monitor.steady()
             if self.progress:
                 rate = totals["items"].item() * self.dist.world_size / max(clock.elapsed(), 1e-9)
                 bar.set_postfix(loss=f"{loss.item():.4f}", rate=f"{rate:,.0f} {self.task.unit}/s")
                 bar.update()
+
+        totals = self._batch_loop(batches, total, step, after)
         bar.close()
         seconds = clock.elapsed()
         summed = self.dist.sum(totals)
@@ -304,14 +278,25 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
         self.model.eval()
+        batches = self.task.eval_batches(split, self.dist.rank, self.dist.world_size)
         limit = self.settings.limit_eval_batches
-        totals: dict[str, torch.Tensor] = {}
-        for step, batch in enumerate(self.task.eval_batches(split, self.dist.rank, self.dist.world_size)):
-            if limit and step >= limit:
-                break
-            for k, v in self.eval_step(batch).items():
-                totals[k] = totals[k] + v if k in totals else v
+        totals = self._batch_loop(batches, limit, lambda _, batch: (None, self.eval_step(batch)))
         return self.task.scores(self.dist.sum(totals))
+
+    @staticmethod
+    def _batch_loop(batches, limit: int | None, step, after=None) -> dict[str, torch.Tensor]:
+        """The one batch loop (training and evaluation): ``step(index, batch) -> (loss, statistics)`` on at most
+        ``limit`` batches (None or 0: all), the statistics summed; ``after(index, loss, totals)`` after each."""
+        totals: dict[str, torch.Tensor] = {}
+        for index, batch in enumerate(batches):
+            if limit and index >= limit:
+                break
+            loss, stats = step(index, batch)
+            for k, v in stats.items():
+                totals[k] = totals[k] + v if k in totals else v
+            if after is not None:
+                after(index, loss, totals)
+        return totals
 
     # -- the run ----------------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -352,7 +337,7 @@ class Trainer:
                     }
                     if not all(math.isfinite(v) for v in (record["train_loss"], record["val_loss"])):
                         raise Diverged(f"loss became non-finite at epoch {epoch}")
-                    improved = not best or self._better(val_scores[metric], best["value"])
+                    improved = not best or better(val_scores[metric], best["value"], self.task.higher_is_better)
                     if improved:
                         best = {"value": val_scores[metric], "epoch": epoch}
                     if self.dist.is_main:
@@ -369,9 +354,10 @@ class Trainer:
                 status, reason = "interrupted", "stopped by the user (Ctrl-C); continue with --resume"
             except Exception as error:  # recorded, then raised again
                 status, reason = "failed", f"{type(error).__name__}: {error}"
-                self._finish(records, best, status, reason, test=False)
+                self._finish(records, best, status, reason)
                 raise
-        return self._finish(records, best, status, reason, test=status == "completed")
+        tests = self.test() if status == "completed" and records else {}
+        return self._finish(records, best, status, reason, tests)
 
     def _save_epoch(self, record: dict, state: dict, improved: bool) -> None:
         """The epoch's metrics line, then its checkpoints; a failed write keeps the earlier ones intact."""
@@ -382,10 +368,23 @@ class Trainer:
             raise WriteFailed(f"could not write to {self.run.path}: {error.strerror or error}; the last good "
                               "checkpoint and metrics are kept: free space, then --resume") from error
 
-    def _better(self, value: float, best: float) -> bool:
-        return value > best if self.task.higher_is_better else value < best
+    def test(self) -> dict:
+        """Test scores of the model as trained (``test_final``) and of the best validation checkpoint
+        (``test_best``, with its epoch; left out, with a warning, when that checkpoint cannot be loaded)."""
+        scores = {"test_final": self.evaluate("test")}
+        self.dist.barrier()  # rank 0 wrote best.pt (single-node: one shared folder)
+        if self.run.best_checkpoint.exists():
+            try:
+                checkpoint = load_checkpoint(self.run.best_checkpoint, map_location=self.device)
+                self.model.load_state_dict(checkpoint["model"])
+                scores["test_best"] = {**self.evaluate("test"), "epoch": checkpoint["epoch"]}
+            except (CheckpointError, RuntimeError) as error:
+                log.warning("no test score of the best checkpoint: %s", error)
+        return scores
 
-    def _finish(self, records: list[dict], best: dict, status: str, reason: str | None, test: bool) -> dict:
+    def _finish(self, records: list[dict], best: dict, status: str, reason: str | None,
+                tests: dict | None = None) -> dict:
+        """The run's summary (with the test scores ``tests``), written to ``summary.json`` by rank 0."""
         metric = self.task.metric
         summary = {
             "id": self.experiment.id,
@@ -405,18 +404,9 @@ class Trainer:
                 f"final_train_{metric}": last[f"train_{metric}"], f"final_val_{metric}": last[f"val_{metric}"],
                 "total_seconds": last["wall_seconds"],
                 "mean_epoch_seconds": sum(r["train_seconds"] for r in records) / len(records),
-                "memory": _memory_summary(records),
+                "memory": memory_summary(records),
             })
-        if test and records:
-            summary["test_final"] = self.evaluate("test")
-            self.dist.barrier()  # rank 0 wrote best.pt (single-node: one shared folder)
-            if self.run.best_checkpoint.exists():
-                try:
-                    checkpoint = load_checkpoint(self.run.best_checkpoint, map_location=self.device)
-                    self.model.load_state_dict(checkpoint["model"])
-                    summary["test_best"] = {**self.evaluate("test"), "epoch": checkpoint["epoch"]}
-                except (CheckpointError, RuntimeError) as error:
-                    log.warning("no test score of the best checkpoint: %s", error)
+        summary.update(tests or {})
         if self.dist.is_main:
             try:
                 self.run.write_summary(summary)
@@ -424,22 +414,6 @@ class Trainer:
                 log.error("could not write %s: %s", self.run.summary, error.strerror or error)
         log.info("%s %s%s", self.experiment.id, status, f": {reason}" if reason else "")
         return summary
-
-
-def _memory_summary(records: list[dict]) -> dict:
-    memory = [r["memory"] for r in records if r.get("memory")]
-    means = [m["steady_mean_mb"] for m in memory if m.get("steady_mean_mb") is not None]
-    peaks = [m["peak_mb"] for m in memory if m.get("peak_mb") is not None]
-    summary = {
-        "source": memory[-1]["source"] if memory else None,
-        "steady_mean_mb": round(sum(means) / len(means), 1) if means else None,
-        "peak_mb": max(peaks) if peaks else None,
-    }
-    for key in ("max_allocated_mb", "reserved_mb"):
-        values = [m[key] for m in memory if m.get(key) is not None]
-        if values:
-            summary[key] = max(values)
-    return summary
 
 
 def _attach_log_file(run: RunDir) -> logging.Handler:

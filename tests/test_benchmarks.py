@@ -152,14 +152,14 @@ def test_pil_reference_crops_like_torchvision():
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and label == 2
 
 
-def test_replab_bench_command_dispatches(tmp_path):
-    from replab.cli import main
+def test_python_m_benchmarks_dispatches(tmp_path):
+    from benchmarks.__main__ import main
 
     out = tmp_path / "lstm.json"
-    assert main(["bench", "lstm-step", "--quick", "--modes", "fp32", "--out", str(out)]) == 0
+    assert main(["lstm-step", "--quick", "--modes", "fp32", "--out", str(out)]) == 0
     assert _read(out)["benchmark"] == "lstm_step"
     with pytest.raises(SystemExit):
-        main(["bench", "no_such_benchmark"])
+        main(["no_such_benchmark"])
     assert set(BENCHMARKS) == {"vit_step", "lstm_step", "cifar_pipeline"}
 
 

@@ -8,11 +8,12 @@ import itertools
 import pytest
 import torch
 
-from replab.cli import UsageError, _epochs_done, main, plan_grid
+from replab.cli import main
 from replab.estimate import Estimate, Sampling, _timed, estimate_run, fmt_duration, skipped, table, total_seconds
 from replab.experiments import GRIDS, RunSettings, get_experiment, with_overrides
 from replab.report import commands
 from replab.report.commands import CONFIRM_ABOVE_SECONDS, confirm_cost
+from replab.runner import UsageError, _epochs_done, plan_grid
 from tests.report.fakes import rising, write_run
 
 CPU = torch.device("cpu")
@@ -114,7 +115,7 @@ def test_confirmation_rules(capsys):
 def no_training(monkeypatch):
     """``reproduce`` without training: the grids are recorded, and the estimate is 3 hours (printed)."""
     grids, estimated = [], []
-    monkeypatch.setattr("replab.cli.run_grid", lambda ids, settings, overrides: grids.append(ids) or 0)
+    monkeypatch.setattr("replab.runner.run_grid", lambda ids, settings, overrides: grids.append(ids) or 0)
     monkeypatch.setattr(commands, "_estimate", lambda g, p: estimated.append(p.name) or 3 * 3600.0)
     return grids, estimated
 
@@ -129,8 +130,7 @@ def test_full_reproduce_on_cpu_needs_yes_when_not_interactive(tmp_path, no_train
     assert grids == [list(GRIDS["lstm"]), list(GRIDS["vit"])]
 
 
-def test_quick_reproduce_never_asks(tmp_path, no_training, monkeypatch):
-    monkeypatch.delenv(commands.QUICK_PROFILE_ENV, raising=False)
+def test_quick_reproduce_never_asks(tmp_path, no_training):
     grids, estimated = no_training
     assert main(["reproduce", "--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
     assert estimated == [] and len(grids) == 2

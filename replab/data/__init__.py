@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["DATA_ENV", "DEFAULT_DATA_DIR", "resolve_data_dir"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DATA_ENV", "DEFAULT_DATA_DIR", "resolve_data_dir", "shard"]
 
 #: Environment variable naming the data folder (the one holding ``wikitext2/`` and ``cifar10/``).
 DATA_ENV = "REPLAB_DATA"
@@ -26,3 +30,9 @@ def resolve_data_dir(explicit: str | Path | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path(DEFAULT_DATA_DIR)
+
+
+def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This rank's contiguous part of a global batch (of indices, or of per-example values): no overlap, nothing
+    dropped (``tensor_split``)."""
+    return indices.tensor_split(world_size)[rank] if world_size > 1 else indices

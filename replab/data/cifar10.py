@@ -4,7 +4,7 @@ Pure numpy / torch (no torchvision). ``load_cifar10`` reads the canonical python
 (``cifar-10-batches-py/data_batch_1..5``, ``test_batch``, ``batches.meta``) and splits the 50,000 training
 images 45,000 / 5,000 into train / valid by a seeded permutation. ``augment`` reproduces torchvision's
 ``RandomResizedCrop(32, scale=(0.8, 1.0), ratio=(0.9, 1.1))`` + ``RandomHorizontalFlip(0.5)`` on a whole batch
-at once, ``ImageBatches`` / ``iterate_batches`` serves (normalised images, labels) batches from a split held on
+at once, ``ImageBatches`` serves (normalised images, labels) batches from a split held on
 the device, and ``download_cifar10`` fetches and verifies the official archive.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from replab.data import checksums
+from replab.data import checksums, shard
 
 __all__ = [
     "CLASSES",
@@ -45,7 +45,6 @@ __all__ = [
     "apply_crops",
     "augment",
     "ImageBatches",
-    "iterate_batches",
     "download_cifar10",
 ]
 
@@ -337,9 +336,17 @@ def augment(images: torch.Tensor, generator: torch.Generator, size: int = 32) ->
     every random number drawn from ``generator`` (see ``sample_crops``), so a seed reproduces the batch.
     """
     _check_images(images)
-    batch, _, height, width = images.shape
-    i, j, h, w, flip = sample_crops(batch, generator, height, width)
-    return _standardize(apply_crops(images, i, j, h, w, flip, size), 255.0)
+    return _augment(images, generator, size, len(images))
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator, size: int, batch_size: int, rank: int = 0,
+             world_size: int = 1) -> torch.Tensor:
+    """``augment`` of this rank's part ``images`` of a global batch of ``batch_size`` images: the crops of the whole
+    batch are drawn (so every rank draws the same numbers), and this rank's part of them applied."""
+    _, _, height, width = images.shape
+    boxes = sample_crops(batch_size, generator, height, width)
+    crops = apply_crops(images, *(shard(t, rank, world_size) for t in boxes), size=size)
+    return _standardize(crops, 255.0)
 
 
 # ---------------------------------------------------------------------------------------------- batches
@@ -390,9 +397,6 @@ class ImageBatches:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def _local(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.tensor_split(self.world_size)[self.rank] if self.world_size > 1 else tensor
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         if self.shuffle:
@@ -401,20 +405,13 @@ class ImageBatches:
             order = torch.arange(n, device=self.device)
         for k in range(len(self)):
             index = order[k * self.batch_size : (k + 1) * self.batch_size]
-            local = self._local(index)
+            local = shard(index, self.rank, self.world_size)
             images = self.images.index_select(0, local)  # much faster than images[local] on the CPU
             if self.augment:
-                _, _, height, width = images.shape
-                boxes = sample_crops(len(index), self.generator, height, width)
-                crops = apply_crops(images, *(self._local(t) for t in boxes), size=32)
-                images = _standardize(crops, 255.0)
+                images = _augment(images, self.generator, 32, len(index), self.rank, self.world_size)
             else:
                 images = normalize(images)
             yield images, self.labels.index_select(0, local)
-
-
-#: ``iterate_batches(split, batch_size, *, shuffle, augment, ...)``: the same as ``ImageBatches(...)``.
-iterate_batches = ImageBatches
 
 
 # --------------------------------------------------------------------------------------------- download

@@ -69,9 +69,6 @@ class CNN(nn.Module):
         """Mean cross-entropy of logits (B, num_classes) against integer labels (B,)."""
         return F.cross_entropy(preds.float(), labels)  # float32 loss under bf16/fp16 autocast
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
 
 # -----------------------------------------------------------------------------
 # GoogleNet

@@ -26,9 +26,6 @@
     layer dominates), the ViT on 10 training and 3 evaluation batches, the CNNs (``--with-cnn``) on 10 and 5.
     Its numbers demonstrate the pipeline, not the specification's results, and the report says so. Quick and
     full runs never mix: DIR records its profile in ``reproduce.json`` and a different profile is refused.
-    The environment variable ``REPLAB_QUICK_PROFILE`` (JSON; for tests) overrides the quick profile's fields
-    for every grid and may restrict the experiments, e.g.
-    ``{"epochs": 1, "limit_train_batches": 1, "limit_eval_batches": 1, "experiments": ["vit-1", "vit-7"]}``.
 """
 
 from __future__ import annotations
@@ -36,14 +33,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from replab.experiments import AMP_MODES, EXPERIMENTS, GRIDS, RunSettings
+from replab import runner
+from replab.experiments import AMP_MODES, GRIDS, RunSettings
+from replab.runner import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 
-QUICK_PROFILE_ENV = "REPLAB_QUICK_PROFILE"
 PROFILE_FILE = "reproduce.json"
 
 
@@ -76,23 +73,6 @@ class ProfileError(ValueError):
     pass
 
 
-def quick_profile() -> Profile:
-    """``QUICK``, with the overrides of ``$REPLAB_QUICK_PROFILE`` (JSON) applied to every grid."""
-    text = os.environ.get(QUICK_PROFILE_ENV)
-    if not text:
-        return QUICK
-    try:
-        overrides = json.loads(text)
-        experiments = tuple(overrides.pop("experiments", ()))
-        grids = {name: dataclasses.replace(grid, **overrides) for name, grid in QUICK.grids.items()}
-    except (json.JSONDecodeError, TypeError, AttributeError) as error:
-        raise ProfileError(f"${QUICK_PROFILE_ENV} is not a valid profile override: {error}") from None
-    unknown = [i for i in experiments if i not in EXPERIMENTS]
-    if unknown:
-        raise ProfileError(f"${QUICK_PROFILE_ENV}: unknown experiment(s) {', '.join(unknown)}")
-    return Profile("quick", grids, experiments)
-
-
 def check_profile(folder: Path, profile: Profile, record_it: bool = True) -> None:
     """Record the profile of a reproduction folder (unless ``record_it`` is false), and refuse one made with
     another profile."""
@@ -116,7 +96,6 @@ def check_profile(folder: Path, profile: Profile, record_it: bool = True) -> Non
 
 # ------------------------------------------------------------------------------------------------ commands
 def cmd_report(args) -> int:
-    from replab.cli import EXIT_OK, UsageError
     from replab.report.document import write_report
 
     absent = [folder for folder in args.runs if not Path(folder).is_dir()]
@@ -148,12 +127,11 @@ CONFIRM_ABOVE_SECONDS = 2 * 3600  # a full reproduction on a CPU estimated longe
 
 def _estimate(grids: list[tuple], profile: Profile) -> float:
     """Print the estimated cost of every run of the reproduction (real steps timed); returns the total seconds."""
-    from replab.cli import estimate_plan, plan_grid
     from replab.estimate import load_note, table, total_seconds
 
     estimates = []
     for _, ids, settings, overrides in grids:
-        estimates += estimate_plan(plan_grid(ids, settings, overrides))
+        estimates += runner.estimate_plan(runner.plan_grid(ids, settings, overrides))
     print(f"reproduce ({profile.name}): estimated cost, from a few real training steps of each run:")
     print(table(estimates))
     print(f"(measured with {load_note()})")
@@ -163,7 +141,6 @@ def _estimate(grids: list[tuple], profile: Profile) -> float:
 def confirm_cost(seconds: float, assume_yes: bool, stdin=None) -> bool:
     """Whether to start a reproduction estimated at ``seconds``: yes below 2 hours or with ``--yes``; else ask on
     a terminal (``Continue? [y/N]``). Non-interactive input without ``--yes``: a ``UsageError`` (exit 2)."""
-    from replab.cli import UsageError
     from replab.estimate import fmt_duration
 
     stdin = stdin if stdin is not None else sys.stdin
@@ -179,12 +156,11 @@ def confirm_cost(seconds: float, assume_yes: bool, stdin=None) -> bool:
 
 
 def cmd_reproduce(args) -> int:
-    from replab.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, run_grid
     from replab.report.document import write_report
     from replab.system import pick_device
 
     try:
-        profile = quick_profile() if args.quick else FULL
+        profile = QUICK if args.quick else FULL
         out = Path(args.out or ("reproduce-quick" if args.quick else "reproduce"))
         check_profile(out, profile, record_it=False)
     except ProfileError as error:
@@ -207,7 +183,7 @@ def cmd_reproduce(args) -> int:
     worst = EXIT_OK
     for grid, ids, run_settings, overrides in grids:
         print(f"reproduce ({profile.name}): {grid} grid: {', '.join(ids)}")
-        worst = max(worst, run_grid(ids, run_settings, overrides))
+        worst = max(worst, runner.run_grid(ids, run_settings, overrides))
         if worst == EXIT_INTERRUPTED:
             break
     report = write_report([runs], out / "report")

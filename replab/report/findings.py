@@ -25,7 +25,8 @@ from replab.report.runs import (
     fmt_seconds,
     is_number,
 )
-from replab.report.tables import CNN_REFERENCE, best_vit
+from replab.report.tables import CNN_REFERENCE, best_first, best_vit
+from replab.runlog import better
 
 STUDY_GRIDS = ("lstm", "vit")  # the grids of the specification's questions
 
@@ -49,10 +50,6 @@ def findings(study: Study) -> list[Finding]:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _best_first(runs: list[RunView]) -> list[RunView]:
-    return sorted(runs, key=lambda r: r.best_val, reverse=bool(runs) and runs[0].higher_is_better)
-
-
 def _score(run: RunView) -> str:
     return f"{fmt_metric(run.best_val, run.metric)} (epoch {run.best_epoch})"
 
@@ -85,7 +82,7 @@ def compare(a: RunView, b: RunView) -> str:
                        f"{a.validation_size:,} validation images): the data do not separate {a.id} and {b.id}")
     if difference == 0:
         return text + ": equal"
-    winner = a if (difference > 0) == a.higher_is_better else b
+    winner = a if better(a.best_val, b.best_val, a.higher_is_better) else b
     detail = f", beyond the sampling noise of ±{margin * 100:.2f} pp" if margin is not None else ""
     return text + f": {winner.id} better{detail}"
 
@@ -157,7 +154,7 @@ def choice_findings(study: Study, grid: str) -> list[Finding]:
         text += (f". Its best validation {fastest.metric} is {_score(fastest)}, after "
                  f"{fmt_seconds(fastest.total_seconds)} of training in all.")
         found.append(Finding(topic, text))
-    ranked = _best_first(candidates)
+    ranked = best_first(candidates)
     best = ranked[0]
     test = best.test()
     text = (f"For generalization: {best.description}, {best.hyperparameters}. Its best validation {best.metric} is "

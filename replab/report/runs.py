@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from replab.experiments import BLOCKS, EXPERIMENTS, GRIDS, OPTIMIZERS
-from replab.runlog import RunRecord, find_runs
+from replab.runlog import RunRecord, better, find_runs, memory_summary
 
 OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "momentum": "SGD+momentum"}
 BLOCK_NAMES = {"prenorm": "PreNorm", "postnorm": "PostNorm"}
@@ -216,15 +216,12 @@ class RunView:
         return [int(r["epoch"]) for r in self.record.metrics]
 
     # -- scores ---------------------------------------------------------------------------------------
-    def _better(self, a: float, b: float) -> bool:
-        return a > b if self.higher_is_better else a < b
-
     @property
     def best(self) -> tuple[float | None, int | None]:
         """Best validation score over the epochs and its epoch (from the metrics, so unfinished runs have one)."""
         best_value, best_epoch = None, None
         for epoch, value in zip(self.epochs, self.series(f"val_{self.metric}"), strict=True):
-            if is_number(value) and (best_value is None or self._better(value, best_value)):
+            if is_number(value) and (best_value is None or better(value, best_value, self.higher_is_better)):
                 best_value, best_epoch = value, epoch
         if best_value is None:
             return self.record.summary.get("best_val"), self.record.summary.get("best_epoch")
@@ -311,15 +308,11 @@ class RunView:
 
     @property
     def memory(self) -> dict:
-        """``source``, ``steady_mean_mb``, ``peak_mb`` from the summary, else from the epoch records."""
+        """``source``, ``steady_mean_mb``, ``peak_mb`` from the summary, else from the epoch records (as the
+        trainer summarises them)."""
         if self.record.summary.get("memory"):
             return self.record.summary["memory"]
-        epochs = [r["memory"] for r in self.record.metrics if r.get("memory")]
-        means = [m["steady_mean_mb"] for m in epochs if is_number(m.get("steady_mean_mb"))]
-        peaks = [m["peak_mb"] for m in epochs if is_number(m.get("peak_mb"))]
-        return {"source": epochs[-1].get("source") if epochs else None,
-                "steady_mean_mb": sum(means) / len(means) if means else None,
-                "peak_mb": max(peaks) if peaks else None}
+        return memory_summary(self.record.metrics)
 
     @property
     def static_memory_mib(self) -> float | None:

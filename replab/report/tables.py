@@ -95,13 +95,14 @@ class Table:
 
 
 # ------------------------------------------------------------------------------------------------ builders
+def best_first(runs: list[RunView]) -> list[RunView]:
+    """Runs from the best validation score to the worst, in the first run's direction (ties keep their order)."""
+    return sorted(runs, key=lambda r: r.best_val, reverse=bool(runs) and runs[0].higher_is_better)
+
+
 def _best_of(runs: list[RunView]) -> RunView | None:
-    candidates = completed(runs)
-    if not candidates:
-        return None
-    if candidates[0].higher_is_better:
-        return max(candidates, key=lambda r: r.best_val)
-    return min(candidates, key=lambda r: r.best_val)
+    ranked = best_first(completed(runs))
+    return ranked[0] if ranked else None
 
 
 def results_table(study: Study, grid: str) -> Table:

@@ -26,11 +26,11 @@ from replab.data.cifar10 import (
     CLASSES,
     MEAN,
     STD,
+    ImageBatches,
     ImageSplit,
     apply_crops,
     augment,
     download_cifar10,
-    iterate_batches,
     load_cifar10,
     normalize,
     sample_crops,
@@ -343,7 +343,7 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
     torch.testing.assert_close(normalize(images.cuda()).cpu(), normalize(images))
     split = ImageSplit(images, torch.arange(64))
-    for x, y in iterate_batches(split, 16, shuffle=True, augment=True, device="cuda"):
+    for x, y in ImageBatches(split, 16, shuffle=True, augment=True, device="cuda"):
         assert x.device.type == "cuda" and y.device.type == "cuda" and x.shape == (16, 3, 32, 32)
 
 
@@ -386,7 +386,7 @@ def identified_split(n=10):
 
 def test_iterate_batches_epoch_coverage_and_shapes():
     split = identified_split(10)
-    batches = iterate_batches(split, 4, shuffle=True, augment=False, generator=torch.Generator().manual_seed(0))
+    batches = ImageBatches(split, 4, shuffle=True, augment=False, generator=torch.Generator().manual_seed(0))
     assert len(batches) == 3
     epochs = []
     for _ in range(2):
@@ -401,30 +401,30 @@ def test_iterate_batches_epoch_coverage_and_shapes():
         assert sorted(order.tolist()) == list(range(10))
         epochs.append(order)
     assert not torch.equal(epochs[0], epochs[1])  # a fresh permutation each epoch
-    ordered = torch.cat([labels for _, labels in iterate_batches(split, 3, shuffle=False, augment=False)])
+    ordered = torch.cat([labels for _, labels in ImageBatches(split, 3, shuffle=False, augment=False)])
     assert ordered.tolist() == list(range(10))
 
 
 def test_iterate_batches_drop_last_and_reproducible():
     split = identified_split(10)
-    batches = iterate_batches(split, 4, shuffle=True, augment=True, drop_last=True, generator=None)
+    batches = ImageBatches(split, 4, shuffle=True, augment=True, drop_last=True, generator=None)
     assert len(batches) == 2 and [len(labels) for _, labels in batches] == [4, 4]
 
     def run(seed):
         generator = torch.Generator().manual_seed(seed)
-        return [(x, y) for x, y in iterate_batches(split, 3, shuffle=True, augment=True, generator=generator)]
+        return [(x, y) for x, y in ImageBatches(split, 3, shuffle=True, augment=True, generator=generator)]
 
     first, second, other = run(5), run(5), run(6)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second, strict=True))
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
     assert first[0][0].shape == (3, 3, 32, 32) and first[0][0].dtype == torch.float32
     torch.manual_seed(1)
-    a = [y for _, y in iterate_batches(split, 3, shuffle=True, augment=False)]
+    a = [y for _, y in ImageBatches(split, 3, shuffle=True, augment=False)]
     torch.manual_seed(1)
-    b = [y for _, y in iterate_batches(split, 3, shuffle=True, augment=False)]
+    b = [y for _, y in ImageBatches(split, 3, shuffle=True, augment=False)]
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     with pytest.raises(ValueError, match="batch_size"):
-        iterate_batches(split, 0, shuffle=False, augment=False)
+        ImageBatches(split, 0, shuffle=False, augment=False)
 
 
 def test_iterate_batches_ranks_partition_the_global_batch():
@@ -432,7 +432,7 @@ def test_iterate_batches_ranks_partition_the_global_batch():
 
     def run(rank, world_size, augment):
         generator = torch.Generator().manual_seed(9)
-        batches = iterate_batches(
+        batches = ImageBatches(
             split, 4, shuffle=True, augment=augment, generator=generator, rank=rank, world_size=world_size
         )
         return list(batches)
@@ -445,7 +445,7 @@ def test_iterate_batches_ranks_partition_the_global_batch():
             torch.testing.assert_close(torch.cat([p[k][0] for p in parts]), images, atol=1e-5, rtol=0)
             assert torch.equal(torch.cat([p[k][1] for p in parts]), labels)
     with pytest.raises(ValueError, match="rank"):
-        iterate_batches(split, 4, shuffle=False, augment=False, rank=2, world_size=2)
+        ImageBatches(split, 4, shuffle=False, augment=False, rank=2, world_size=2)
 
 
 # --------------------------------------------------------------------------------------------- download

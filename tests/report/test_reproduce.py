@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from replab.cli import main
-from replab.report.commands import QUICK, QUICK_PROFILE_ENV, ProfileError, check_profile, quick_profile
+from replab.report import commands
+from replab.report.commands import QUICK, check_profile
 
 # Two ViT configurations, 1 epoch of 1 batch of 16 images: the whole pipeline in seconds (an LSTM step alone takes
 # 10-50 s on a loaded 2-core CPU, so the LSTM grid is left to the report tests' planted runs).
@@ -15,20 +17,25 @@ TINY = {"epochs": 1, "batch_size": 16, "limit_train_batches": 1, "limit_eval_bat
         "experiments": ["vit-1", "vit-7"]}
 
 
-def test_quick_profile_is_small_and_overridable(monkeypatch):
+@pytest.fixture
+def tiny_quick_profile(monkeypatch) -> commands.Profile:
+    """The quick profile shrunk to ``TINY`` (every grid's fields, and only its experiments) for this test."""
+    overrides = {k: v for k, v in TINY.items() if k != "experiments"}
+    grids = {name: dataclasses.replace(grid, **overrides) for name, grid in QUICK.grids.items()}
+    profile = commands.Profile("quick", grids, tuple(TINY["experiments"]))
+    monkeypatch.setattr(commands, "QUICK", profile)
+    return profile
+
+
+def test_quick_profile_is_small_and_overridable(tiny_quick_profile):
     assert {grid: p.epochs for grid, p in QUICK.grids.items()} == {"lstm": 2, "vit": 2, "cnn": 2}
     assert QUICK.grids["lstm"].limit_train_batches == 2 and QUICK.grids["vit"].limit_train_batches == 10
-    monkeypatch.setenv(QUICK_PROFILE_ENV, json.dumps(TINY))
-    profile = quick_profile()
+    profile = commands.QUICK
     assert profile.experiments == ("vit-1", "vit-7")
     assert all(g.epochs == 1 and g.limit_train_batches == 1 for g in profile.grids.values())
-    monkeypatch.setenv(QUICK_PROFILE_ENV, '{"experiments": ["vit-99"]}')
-    with pytest.raises(ProfileError, match="vit-99"):
-        quick_profile()
 
 
-def test_quick_and_full_runs_never_mix(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv(QUICK_PROFILE_ENV, raising=False)
+def test_quick_and_full_runs_never_mix(tmp_path, capsys):
     check_profile(tmp_path, QUICK)
     check_profile(tmp_path, QUICK)  # the same profile again: fine
     assert main(["reproduce", "--out", str(tmp_path)]) == 2  # refused before anything is trained
@@ -37,9 +44,8 @@ def test_quick_and_full_runs_never_mix(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_reproduce_quick_end_to_end(data_root, tmp_path, monkeypatch):
-    """The quick reproduction, shrunk by ``$REPLAB_QUICK_PROFILE``, on the real data."""
-    monkeypatch.setenv(QUICK_PROFILE_ENV, json.dumps(TINY))
+def test_reproduce_quick_end_to_end(data_root, tmp_path, tiny_quick_profile):
+    """The quick reproduction, shrunk by the ``tiny_quick_profile`` fixture, on the real data."""
     argv = ["reproduce", "--quick", "--out", str(tmp_path), "--data-dir", str(data_root), "--device", "cpu"]
     assert main(argv) == 0
     runs, report = tmp_path / "runs", tmp_path / "report"
