@@ -12,7 +12,7 @@ H heads, D head size, C channels, p patch size, N patches.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -205,19 +205,16 @@ BLOCKS = {"prenorm": PreNormAttentionBlock, "postnorm": PostNormAttentionBlock}
 
 @dataclass(frozen=True)
 class ViTConfig:
-    """The constructor arguments of ``VisionTransformer`` (defaults: the specification's)."""
+    """The ViT's hyperparameters in an experiment (defaults: the specification's, also ``VisionTransformer``'s).
+    The image (channels, patches) and the classes come from the data; ``attention`` is a run setting."""
 
+    num_layers: int = 4
+    block: str = field(default="prenorm", metadata={"choices": tuple(BLOCKS)})
     embed_dim: int = 256
     hidden_dim: int = 512
-    num_channels: int = 3
     num_heads: int = 8
-    num_layers: int = 4
-    num_classes: int = 10
     patch_size: int = 4
-    num_patches: int = 64
-    block: str = "prenorm"
     dropout: float = 0.0
-    attention: str = "primitive"
 
 
 class VisionTransformer(nn.Module):
@@ -228,16 +225,16 @@ class VisionTransformer(nn.Module):
 
     def __init__(
         self,
-        embed_dim=256,
-        hidden_dim=512,
+        embed_dim=ViTConfig.embed_dim,
+        hidden_dim=ViTConfig.hidden_dim,
         num_channels=3,
-        num_heads=8,
-        num_layers=4,
+        num_heads=ViTConfig.num_heads,
+        num_layers=ViTConfig.num_layers,
         num_classes=10,
-        patch_size=4,
+        patch_size=ViTConfig.patch_size,
         num_patches=64,
-        block="prenorm",
-        dropout=0.0,
+        block=ViTConfig.block,
+        dropout=ViTConfig.dropout,
         attention="primitive",
     ):
         super().__init__()
@@ -245,10 +242,7 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
-        self.config = ViTConfig(
-            embed_dim, hidden_dim, num_channels, num_heads, num_layers, num_classes,
-            patch_size, num_patches, block, dropout, attention,
-        )
+        self.config = ViTConfig(num_layers, block, embed_dim, hidden_dim, num_heads, patch_size, dropout)
         self.patch_size = patch_size
         self.num_patches = num_patches
         sequence_length = num_patches + 1
@@ -265,8 +259,10 @@ class VisionTransformer(nn.Module):
         self.pos_embedding = nn.Parameter(torch.randn(1, 1 + num_patches, embed_dim))
 
     @classmethod
-    def from_config(cls, config: ViTConfig) -> VisionTransformer:
-        return cls(**asdict(config))
+    def from_config(cls, config: ViTConfig, attention: str = "primitive") -> VisionTransformer:
+        """The experiment's model (3-channel images, 10 classes, up to 64 patches), with ``attention``'s
+        implementation."""
+        return cls(**asdict(config), attention=attention)
 
     def get_patches(self, image: torch.Tensor, patch_size: int, flatten_channels: bool = True) -> torch.Tensor:
         """Cut images into non-overlapping square patches, in row-major order over the image.

@@ -17,7 +17,8 @@ from pathlib import Path
 import replab
 from replab.report.figures import Figure, grid_overlay, memory_bars, run_curves
 from replab.report.findings import Finding, findings
-from replab.report.runs import GRID_TITLES, Study, load_study
+from replab.report.reference import GRID_TITLES
+from replab.report.runs import Study, load_study
 from replab.report.tables import Table, cnn_table, memory_table, overfitting_table, results_table, runs_table
 
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from replab.report.reference import CNN_REFERENCE, GRID_TITLES, display
 from replab.report.runs import (
-    BLOCK_NAMES,
-    GRID_TITLES,
-    OPTIMIZER_NAMES,
     OPTIMIZER_STATE_COPIES,
     RunView,
     Study,
@@ -25,7 +23,7 @@ from replab.report.runs import (
     fmt_seconds,
     is_number,
 )
-from replab.report.tables import CNN_REFERENCE, best_vit
+from replab.report.tables import best_vit
 
 STUDY_GRIDS = ("lstm", "vit")  # the grids of the specification's questions
 
@@ -188,7 +186,7 @@ def optimizer_findings(study: Study, grid: str) -> list[Finding]:
     topic = f"{GRID_TITLES[grid]}: configurations 1-4, only the optimizer changes"
     metric = next(iter(by_optimizer.values())).metric
     listing = "; ".join(
-        f"{OPTIMIZER_NAMES[o]} ({r.id}) {_score(r)}, final training loss {_loss(r)}, "
+        f"{display(o)} ({r.id}) {_score(r)}, final training loss {_loss(r)}, "
         f"{r.mean_epoch_seconds:.1f} s/epoch" for o, r in by_optimizer.items())
     text = f"Best validation {metric}: {listing}."
     unfinished = _unfinished(runs) + [f"{i} missing" for i in study.missing(grid) if i in {f"{grid}-{n}" for n in
@@ -250,7 +248,7 @@ def cnn_findings(study: Study) -> list[Finding]:
             text += f"; {vit.id} is NOT at the full specification setting, so this comparison is not meaningful"
         found.append(Finding(topic, text + "."))
     for run in completed(study.grid("cnn")):
-        reference = CNN_REFERENCE.get(run.experiment.get("architecture"))
+        reference = CNN_REFERENCE.get(run.experiment.get(run.spec.variant))
         if reference is None:
             continue
         name, _, ref_test, ref_params = reference
@@ -393,12 +391,12 @@ def _classes(topic: str, runs: list[RunView]) -> list[Finding]:
     for run in runs:
         by_setup.setdefault((run.optimizer, run.experiment.get("block")), []).append(run)
     for (optimizer, block), group in by_setup.items():
-        setup = ", ".join([OPTIMIZER_NAMES.get(optimizer, optimizer)] + ([BLOCK_NAMES[block]] if block else []))
+        setup = ", ".join([display(optimizer)] + ([display(block)] if block else []))
         groups[f"depth ({setup} runs)"] = group
     found = []
     for name, group in groups.items():
         vary = {r.optimizer for r in group} if name.startswith("optimizer") else {r.layers for r in group}
-        if len(vary) < 2 or group[0].task == "cnn":
+        if len(vary) < 2 or group[0].layers is None:
             continue
         ranked = sorted(group, key=lambda r: r.gap, reverse=True)
         listing = ", ".join(f"{r.id} ({r.configuration}) {r.gap_text.split(' (')[0]}" for r in ranked)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from replab.report.reference import CNN_REFERENCE, GRID_TITLES
 from replab.report.runs import (
-    GRID_TITLES,
     OPTIMIZER_STATE_COPIES,
     RunView,
     Study,
@@ -19,14 +19,6 @@ from replab.report.runs import (
     fmt_mib,
     is_number,
 )
-
-# The specification's reference CNNs (Problem 3, question 6): validation %, test %, parameters.
-CNN_REFERENCE = {
-    "googlenet": ("GoogleNet", 90.40, 89.70, 260_650),
-    "resnet": ("ResNet", 91.84, 91.06, 272_378),
-    "resnetpreact": ("ResNetPreAct", 91.80, 91.07, 272_250),
-    "densenet": ("DenseNet", 90.72, 90.23, 239_146),
-}
 
 LATEX_REPLACEMENTS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
@@ -252,7 +244,7 @@ def cnn_table(study: Study) -> Table:
     """
     rows, cnn_runs = [], study.grid("cnn")
     for name, (label, val, test, params) in CNN_REFERENCE.items():
-        runs = [r for r in cnn_runs if r.experiment.get("architecture") == name]
+        runs = [r for r in cnn_runs if r.experiment.get(r.spec.variant) == name]
         for run in runs:
             rows.append([label, fmt_count(params), f"{test:.2f}", _plain(run.test(), "accuracy"), f"{val:.2f}",
                          _plain(run.best_val, "accuracy"), _run_cell(run)])
