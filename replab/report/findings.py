@@ -118,10 +118,10 @@ def settings_findings(study: Study) -> list[Finding]:
     unfinished = _unfinished(study.runs)
     if unfinished:
         found.append(Finding(topic, f"Unfinished runs (kept in every table and figure): {', '.join(unfinished)}."))
-    missing = [i for grid in ("lstm", "vit", "cnn") for i in study.missing(grid)]
+    missing = [i for grid in GRID_TITLES for i in study.missing(grid)]
     if missing:
         found.append(Finding(topic, f"Missing from their grid (never run): {', '.join(missing)}."))
-    for grid in ("lstm", "vit", "cnn"):
+    for grid in GRID_TITLES:
         settings = {_setting(r) for r in study.grid(grid)}
         if len(settings) > 1:
             found.append(Finding(topic, (
@@ -280,7 +280,7 @@ def _steady(run: RunView) -> float | None:
 def memory_findings(study: Study) -> list[Finding]:
     """Problem 3 Q7: the ranking per grid, and how much parameters, optimizer state and depth explain."""
     found = []
-    for grid in ("lstm", "vit", "cnn"):
+    for grid in GRID_TITLES:
         runs = sorted((r for r in study.grid(grid) if _steady(r) is not None), key=_steady, reverse=True)
         if not runs:
             continue
@@ -348,7 +348,7 @@ def _gap_text(run: RunView) -> str:
 def overfitting_findings(study: Study) -> list[Finding]:
     """Problem 3 Q8: the train-validation gap, validation peaks before the end, and what early stopping gave."""
     found = []
-    for grid in ("lstm", "vit", "cnn"):
+    for grid in GRID_TITLES:
         runs = [r for r in study.grid(grid) if r.epochs_completed]
         finished = [r for r in completed(runs) if r.gap is not None]  # gaps compared at the same (last) epoch
         topic = f"{GRID_TITLES[grid]}: overfitting (Problem 3 Q8)"
