@@ -91,7 +91,7 @@ class Experiment:
         """The flat record of ``config.json`` (and of the checkpoints, and ``replab configs --json``), as it has
         always been: id, the model's name under ``task``, the optimisation, ``num_layers`` among them where the
         model has layers, then the model's other hyperparameters."""
-        config = dataclasses.asdict(self.config)
+        config = {name: getattr(self.config, name) for name in self.spec.options()}
         layers = {"num_layers": config.pop("num_layers")} if "num_layers" in config else {}
         return {
             "id": self.id, "task": self.model, "optimizer": self.optimizer, "lr": self.lr,

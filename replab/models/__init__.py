@@ -44,8 +44,9 @@ class ModelSpec:
     bf16_needs_cpu_instructions: bool = False
 
     def options(self) -> tuple[str, ...]:
-        """The hyperparameters an experiment of this model sets (its config's fields)."""
-        return tuple(f.name for f in dataclasses.fields(self.config))
+        """The hyperparameters an experiment of this model sets: its config's fields, less those whose metadata
+        says ``option: False`` (set by the data or the run, such as the ViT's ``num_classes``, ``attention``)."""
+        return tuple(f.name for f in dataclasses.fields(self.config) if f.metadata.get("option", True))
 
 
 MODELS: dict[str, ModelSpec] = {

@@ -203,10 +203,17 @@ class PreNormAttentionBlock(_AttentionBlock):
 BLOCKS = {"prenorm": PreNormAttentionBlock, "postnorm": PostNormAttentionBlock}
 
 
+# A config field that the data or the run sets, not an experiment: not an override, not in config.json's experiment.
+NOT_AN_OPTION = {"option": False}
+
+
 @dataclass(frozen=True)
 class ViTConfig:
-    """The ViT's hyperparameters in an experiment (defaults: the specification's, also ``VisionTransformer``'s).
-    The image (channels, patches) and the classes come from the data; ``attention`` is a run setting."""
+    """The constructor arguments of ``VisionTransformer`` (defaults: the specification's, the constructor's too).
+
+    The first seven are the hyperparameters an experiment sets; the image (channels, patches) and the classes come
+    from the data, ``attention`` from the run's settings.
+    """
 
     num_layers: int = 4
     block: str = field(default="prenorm", metadata={"choices": tuple(BLOCKS)})
@@ -215,6 +222,10 @@ class ViTConfig:
     num_heads: int = 8
     patch_size: int = 4
     dropout: float = 0.0
+    num_channels: int = field(default=3, metadata=NOT_AN_OPTION)
+    num_classes: int = field(default=10, metadata=NOT_AN_OPTION)
+    num_patches: int = field(default=64, metadata=NOT_AN_OPTION)
+    attention: str = field(default="primitive", metadata={**NOT_AN_OPTION, "choices": ATTENTION_IMPLEMENTATIONS})
 
 
 class VisionTransformer(nn.Module):
@@ -227,22 +238,25 @@ class VisionTransformer(nn.Module):
         self,
         embed_dim=ViTConfig.embed_dim,
         hidden_dim=ViTConfig.hidden_dim,
-        num_channels=3,
+        num_channels=ViTConfig.num_channels,
         num_heads=ViTConfig.num_heads,
         num_layers=ViTConfig.num_layers,
-        num_classes=10,
+        num_classes=ViTConfig.num_classes,
         patch_size=ViTConfig.patch_size,
-        num_patches=64,
+        num_patches=ViTConfig.num_patches,
         block=ViTConfig.block,
         dropout=ViTConfig.dropout,
-        attention="primitive",
+        attention=ViTConfig.attention,
     ):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
-        self.config = ViTConfig(num_layers, block, embed_dim, hidden_dim, num_heads, patch_size, dropout)
+        self.config = ViTConfig(
+            num_layers, block, embed_dim, hidden_dim, num_heads, patch_size, dropout,
+            num_channels, num_classes, num_patches, attention,
+        )
         self.patch_size = patch_size
         self.num_patches = num_patches
         sequence_length = num_patches + 1
@@ -259,10 +273,9 @@ class VisionTransformer(nn.Module):
         self.pos_embedding = nn.Parameter(torch.randn(1, 1 + num_patches, embed_dim))
 
     @classmethod
-    def from_config(cls, config: ViTConfig, attention: str = "primitive") -> VisionTransformer:
-        """The experiment's model (3-channel images, 10 classes, up to 64 patches), with ``attention``'s
-        implementation."""
-        return cls(**asdict(config), attention=attention)
+    def from_config(cls, config: ViTConfig, attention: str | None = None) -> VisionTransformer:
+        """The model of ``config``; ``attention`` (a run setting), if given, replaces the config's."""
+        return cls(**{**asdict(config), **({"attention": attention} if attention else {})})
 
     def get_patches(self, image: torch.Tensor, patch_size: int, flatten_channels: bool = True) -> torch.Tensor:
         """Cut images into non-overlapping square patches, in row-major order over the image.
