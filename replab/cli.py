@@ -151,7 +151,7 @@ def cmd_configs(args) -> int:
              f"{'batch':>7}{'epochs':>7}"
     print(header)
     for r in rows:
-        layers = r["num_layers"] if r["task"] != "cnn" else "-"
+        layers = r.get("num_layers", "-")  # a model without layers (the CNNs) has none
         print(f"{r['id']:<18}{r['task']:<6}{layers:>7}  {r.get('block', ''):<10}{r['optimizer']:<10}"
               f"{r['lr']:>8g}{r['weight_decay']:>9g}{r['momentum']:>5g}{r['batch_size']:>7}{r['epochs']:>7}")
     return EXIT_OK

@@ -10,43 +10,45 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from replab.models import MODELS, ModelSpec, config_problems, get_model
+from replab.models.cnn import CNNConfig
+from replab.models.lstm import LSTMConfig
+from replab.models.vit import BLOCKS as VIT_BLOCKS
+from replab.models.vit import ViTConfig
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum")
-TASKS = ("lstm", "vit", "cnn")
-BLOCKS = ("prenorm", "postnorm")
+BLOCKS = tuple(VIT_BLOCKS)
 AMP_MODES = ("none", "bf16", "fp16")
 DEFAULT_WEIGHT_DECAY = 5e-4
 DEFAULT_MOMENTUM = 0.9
+# The command line's names of the model options it can override (the others are only set in the registry below).
+OPTION_FLAGS = {"num_layers": "--layers", "block": "--block"}
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One configuration of the study. ``weight_decay``/``momentum`` of ``None`` mean "the optimizer's rule":
-    weight decay 5e-4 where the optimizer takes it (not ``adam``), momentum 0.9 for ``momentum`` only."""
+    """One configuration of the study: a model of ``replab.models.MODELS`` with its config, and the optimisation.
+
+    ``weight_decay``/``momentum`` of ``None`` mean "the optimizer's rule": weight decay 5e-4 where the optimizer
+    takes it (not ``adam``), momentum 0.9 for ``momentum`` only.
+    """
 
     id: str
-    task: str  # "lstm", "vit" or "cnn"
+    model: str  # a name of replab.models.MODELS ("lstm", "vit", "cnn"); recorded as "task" in config.json
+    config: Any  # the model's config (LSTMConfig, ViTConfig, CNNConfig...)
     optimizer: str
     lr: float
     batch_size: int
     epochs: int = 10
     seed: int = 42
-    num_layers: int = 1
     weight_decay: float | None = None
     momentum: float | None = None
     lr_milestones: tuple[int, ...] = ()  # epochs at which the learning rate is multiplied by lr_gamma
     lr_gamma: float = 0.1
-    # LSTM
-    hidden_size: int = 512
-    embedding_size: int = 768
-    # ViT
-    block: str = "prenorm"
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    num_heads: int = 8
-    patch_size: int = 4
-    dropout: float = 0.0
-    # CNN
-    architecture: str = ""
+
+    @property
+    def spec(self) -> ModelSpec:
+        return get_model(self.model)
 
     def resolved(self) -> Experiment:
         """Fill weight decay and momentum from the optimizer's rule, and check every field."""
@@ -62,16 +64,19 @@ class Experiment:
 
     def validate(self) -> None:
         problems = []
-        if self.task not in TASKS:
-            problems.append(f"task must be one of {', '.join(TASKS)}")
+        if self.model not in MODELS:
+            problems.append(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        elif not isinstance(self.config, self.spec.config):
+            problems.append(f"the {self.model} model takes a {self.spec.config.__name__}, got "
+                            f"{type(self.config).__name__}")
+        else:
+            problems += config_problems(self.config)
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.block not in BLOCKS:
-            problems.append(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
-        for name in ("lr", "batch_size", "epochs", "num_layers"):
+        for name in ("lr", "batch_size", "epochs"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("weight_decay", "momentum", "dropout"):
+        for name in ("weight_decay", "momentum"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 problems.append(f"{name} must be >= 0, got {value}")
@@ -83,16 +88,31 @@ class Experiment:
             raise ValueError(f"invalid configuration {self.id}: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field that applies to this experiment's task (the ViT's fields are not shown for an LSTM)."""
-        skip = {name for task, names in TASK_FIELDS.items() if task != self.task for name in names}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        """The flat record of ``config.json`` (and of the checkpoints, and ``replab configs --json``), as it has
+        always been: id, the model's name under ``task``, the optimisation, ``num_layers`` among them where the
+        model has layers, then the model's other hyperparameters."""
+        config = {name: getattr(self.config, name) for name in self.spec.options()}
+        layers = {"num_layers": config.pop("num_layers")} if "num_layers" in config else {}
+        return {
+            "id": self.id, "task": self.model, "optimizer": self.optimizer, "lr": self.lr,
+            "batch_size": self.batch_size, "epochs": self.epochs, "seed": self.seed, **layers,
+            "weight_decay": self.weight_decay, "momentum": self.momentum, "lr_milestones": self.lr_milestones,
+            "lr_gamma": self.lr_gamma, **config,
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Experiment:
+        """The experiment of a ``to_dict`` record, also one written by earlier versions (keys that the model does
+        not have, such as a CNN's ``num_layers``, are ignored; missing model fields take the config's default)."""
+        spec = get_model(record.get("model") or record["task"])
+        config = spec.config(**{k: record[k] for k in spec.options() if k in record})
+        schedule = {name: record[name] for name in SCHEDULE_FIELDS if name in record}
+        schedule["lr_milestones"] = tuple(schedule.get("lr_milestones", ()))
+        return cls(record["id"], spec.name, config, **schedule)
 
 
-TASK_FIELDS = {
-    "lstm": ("hidden_size", "embedding_size"),
-    "vit": ("block", "embed_dim", "hidden_dim", "num_heads", "patch_size", "dropout"),
-    "cnn": ("architecture",),
-}
+# The fields of an experiment besides what is trained (id, model, config): the optimisation and its schedule.
+SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(Experiment) if f.name not in ("id", "model", "config"))
 
 
 @dataclass(frozen=True)
@@ -124,17 +144,18 @@ class RunSettings:
 
 
 def _lstm(number: int, optimizer: str, layers: int = 1) -> Experiment:
-    return Experiment(f"lstm-{number}", "lstm", optimizer, lr=1e-3, batch_size=16, num_layers=layers)
+    return Experiment(f"lstm-{number}", "lstm", LSTMConfig(num_layers=layers), optimizer, lr=1e-3, batch_size=16)
 
 
 def _vit(number: int, optimizer: str, layers: int = 2, block: str = "prenorm") -> Experiment:
-    return Experiment(f"vit-{number}", "vit", optimizer, lr=3e-4, batch_size=128, num_layers=layers, block=block)
+    return Experiment(f"vit-{number}", "vit", ViTConfig(num_layers=layers, block=block), optimizer, lr=3e-4,
+                      batch_size=128)
 
 
 def _cnn(name: str, optimizer: str, lr: float) -> Experiment:
     return Experiment(
-        f"cnn-{name}", "cnn", optimizer, lr=lr, batch_size=128, epochs=180, weight_decay=1e-4,
-        lr_milestones=(100, 150), architecture=name,
+        f"cnn-{name}", "cnn", CNNConfig(name), optimizer, lr=lr, batch_size=128, epochs=180, weight_decay=1e-4,
+        lr_milestones=(100, 150),
     )
 
 
@@ -161,11 +182,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     ]
 }
 
-GRIDS: dict[str, list[str]] = {
-    "lstm": [k for k, e in EXPERIMENTS.items() if e.task == "lstm"],
-    "vit": [k for k, e in EXPERIMENTS.items() if e.task == "vit"],
-    "cnn": [k for k, e in EXPERIMENTS.items() if e.task == "cnn"],
-}
+# One grid per model, named after it, in registry order; "all": the specification's two grids.
+GRIDS: dict[str, list[str]] = {name: [k for k, e in EXPERIMENTS.items() if e.model == name] for name in MODELS}
 GRIDS["all"] = GRIDS["lstm"] + GRIDS["vit"]
 
 
@@ -181,11 +199,20 @@ def get_experiment(experiment_id: str) -> Experiment:
 def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
     """The registry's experiment with the given fields replaced (``None`` values are ignored), then resolved.
 
-    Pass the unresolved registry entry: where it leaves weight decay or momentum to the optimizer's rule, changing
-    the optimizer re-applies the rule for the new one.
+    Overrides are fields of ``Experiment`` (the optimisation) or of the model's config; one the model does not
+    have raises ValueError naming the model's options. Pass the unresolved registry entry: where it leaves weight
+    decay or momentum to the optimizer's rule, changing the optimizer re-applies the rule for the new one.
     """
     changes = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(changes) - {f.name for f in dataclasses.fields(Experiment)}
+    schedule = SCHEDULE_FIELDS
+    options = experiment.spec.options()
+    unknown = [k for k in changes if k not in schedule and k not in options]
     if unknown:
-        raise ValueError(f"unknown override(s): {', '.join(sorted(unknown))}")
-    return dataclasses.replace(experiment, **changes).resolved()
+        def named(name: str) -> str:
+            return f"{name} ({OPTION_FLAGS[name]})" if name in OPTION_FLAGS else name
+
+        raise ValueError(f"{experiment.id}: the {experiment.model} model has no {', '.join(map(named, unknown))}; "
+                         f"its options: {', '.join(map(named, options))}")
+    config = dataclasses.replace(experiment.config, **{k: v for k, v in changes.items() if k in options})
+    changes = {k: v for k, v in changes.items() if k in schedule}
+    return dataclasses.replace(experiment, config=config, **changes).resolved()

@@ -20,9 +20,8 @@ from replab.data.cifar10 import ImageBatches, load_cifar10
 from replab.data.embeddings import EMBEDDINGS_FILE
 from replab.data.wikitext2 import Wikitext2
 from replab.experiments import Experiment, RunSettings
-from replab.models.cnn import build_cnn
-from replab.models.lstm import LSTM, masked_sequence_mean, token_nll
-from replab.models.vit import VisionTransformer
+from replab.models import IMAGE_CLASSIFICATION, LANGUAGE_MODELING
+from replab.models.lstm import masked_sequence_mean
 from replab.runlog import RunDir
 
 log = logging.getLogger("replab.tasks")
@@ -44,6 +43,7 @@ class Task:
         self.device = device
 
     def build_model(self) -> nn.Module:
+        """The experiment's model, from its registry entry (``replab.models.MODELS``)."""
         raise NotImplementedError
 
     def objective(self, model: nn.Module) -> nn.Module:
@@ -74,21 +74,6 @@ class Task:
     def describe(self) -> dict:
         """Task facts recorded in ``config.json``."""
         return {}
-
-
-class _LanguageModelObjective(nn.Module):
-    """Per-token NLL of the next tokens, through the fused cross-entropy (equal to the spec's forward + loss)."""
-
-    def __init__(self, model: LSTM):
-        super().__init__()
-        self.model = model
-
-    def forward(self, source: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """source, target, mask: (B, T) -> NLL (B, T), 0 where mask is 0 (padding: not computed); every sequence
-        starts from zero hidden states."""
-        states = self.model.initial_states(source.shape[0], device=source.device)
-        features, _ = self.model.hidden_features(source, states)
-        return token_nll(self.model, features, target, mask)
 
 
 class LanguageModelingTask(Task):
@@ -128,20 +113,13 @@ class LanguageModelingTask(Task):
                     "embeddings); get them with `replab data download --embeddings`", default)
         return None
 
-    def build_model(self) -> LSTM:
+    def build_model(self) -> nn.Module:
         e = self.experiment
+        model = e.spec.build(e.config, vocabulary_size=Wikitext2.vocabulary_size, embeddings_file=self.embeddings_file)
         if self.embeddings_file:
-            model = LSTM.load_embeddings_from(self.embeddings_file, e.hidden_size, e.num_layers, False)
             learnable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             log.info("embeddings: %s, frozen and tied to the output layer; %s learnable parameters of %s",
                      self.embeddings_file, f"{learnable:,}", f"{sum(p.numel() for p in model.parameters()):,}")
-            return model
-        model = LSTM(Wikitext2.vocabulary_size, e.embedding_size, e.hidden_size, e.num_layers, learn_embeddings=True)
-        # Without the pretrained file the embeddings start as GPT-1's did, N(0, 0.02): the default N(0, 1), tied to
-        # the output layer, gives logits so large that the first perplexity is several times the vocabulary size.
-        with torch.no_grad():
-            model.embedding.weight.normal_(0.0, 0.02)
-            model.embedding.weight[0].zero_()
         return model
 
     def describe(self) -> dict:
@@ -149,9 +127,6 @@ class LanguageModelingTask(Task):
             return {"embeddings": "pretrained GPT-1 (frozen, tied to the output layer)",
                     "embeddings_file": self.embeddings_file}
         return {"embeddings": "learned, initialised N(0, 0.02) (no embeddings file given)", "embeddings_file": None}
-
-    def objective(self, model: LSTM) -> nn.Module:
-        return _LanguageModelObjective(model)
 
     def _batches(self, dataset: Wikitext2, order: torch.Tensor, rank: int, world_size: int):
         batch_size = self.experiment.batch_size
@@ -174,8 +149,11 @@ class LanguageModelingTask(Task):
         return self._batches(dataset, torch.arange(len(dataset)), rank, world_size)
 
     def step(self, objective, batch):
+        """The model's forward with targets: the NLL of each target token (fused output layer, see
+        ``LSTM.forward``), every sequence from zero hidden states; the loss is ``masked_sequence_mean`` of those NLLs,
+        as the specification's ``LSTM.loss`` computes it from log-probabilities."""
         mask = batch["mask"]
-        nll = objective(batch["source"], batch["target"], mask)
+        nll = objective(batch["source"], targets=batch["target"], mask=mask)
         loss = masked_sequence_mean(nll, mask)
         stats = {"loss_sum": (nll.detach() * mask).sum(), "count": mask.sum(), "items": mask.sum()}
         return loss, stats
@@ -196,16 +174,14 @@ class ImageClassificationTask(Task):
         super().__init__(experiment, settings, data_dir, device)
         splits = load_cifar10(data_dir, seed=experiment.seed)
         self.splits = {name: getattr(splits, name).to(device) for name in ("train", "valid", "test")}
-        self.channels_last = experiment.task == "cnn"
+        self.channels_last = experiment.spec.channels_last
+        self.loss = None  # the model's own loss (``model.loss``), set by build_model
 
     def build_model(self) -> nn.Module:
         e = self.experiment
-        if e.task == "cnn":
-            return build_cnn(e.architecture).to(memory_format=torch.channels_last)
-        return VisionTransformer(
-            embed_dim=e.embed_dim, hidden_dim=e.hidden_dim, num_heads=e.num_heads, num_layers=e.num_layers,
-            patch_size=e.patch_size, block=e.block, dropout=e.dropout, attention=self.settings.attention,
-        )
+        model = e.spec.build(e.config, attention=self.settings.attention)
+        self.loss = model.loss
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def _batches(self, split, shuffle, generator=None, rank=0, world_size=1):
         batches = ImageBatches(
@@ -232,7 +208,7 @@ class ImageClassificationTask(Task):
     def step(self, objective, batch):
         images, labels = batch
         logits = objective(images)
-        loss = nn.functional.cross_entropy(logits.float(), labels)
+        loss = self.loss(logits, labels)
         count = torch.tensor(float(labels.numel()), device=labels.device)
         stats = {
             "loss_sum": loss.detach() * count,
@@ -247,6 +223,9 @@ class ImageClassificationTask(Task):
         return {"loss": totals["loss_sum"] / count, "accuracy": totals["correct"] / count}
 
 
+TASKS: dict[str, type[Task]] = {LANGUAGE_MODELING: LanguageModelingTask, IMAGE_CLASSIFICATION: ImageClassificationTask}
+
+
 def make_task(experiment: Experiment, settings: RunSettings, data_dir: Path, device: torch.device) -> Task:
-    task_class = LanguageModelingTask if experiment.task == "lstm" else ImageClassificationTask
-    return task_class(experiment, settings, data_dir, device)
+    """The task that trains the experiment's model (its registry entry's ``task``)."""
+    return TASKS[experiment.spec.task](experiment, settings, data_dir, device)

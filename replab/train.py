@@ -109,7 +109,7 @@ class Trainer:
             raise RunError(f"{self.run.path} holds an unfinished run: pass --resume to continue it or --overwrite")
         amp = self.settings.amp
         if amp == "bf16" and self.device.type == "cpu" and native_bf16_cpu() is False:
-            if self.experiment.task == "lstm":  # oneDNN has no bf16 LSTM kernel without the instructions
+            if self.experiment.spec.bf16_needs_cpu_instructions:  # oneDNN: no bf16 LSTM kernel without them
                 raise RunError("--amp bf16 with the LSTM needs a CPU with bf16 instructions (avx512_bf16 or amx_bf16), "
                                "which this one lacks: use --amp none")
             log.warning("this CPU has no bf16 instructions: bf16 autocast is emulated and much slower than fp32 here "

@@ -122,3 +122,26 @@ def test_bf16_lstm_is_refused_on_a_cpu_without_bf16_instructions(tmp_path, capsy
     assert main(["train", "lstm-2", "--amp", "bf16", "--device", "cpu", "--out", str(out)]) == 2
     assert "needs a CPU with bf16 instructions" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv,named",
+    [
+        (["train", "cnn-resnet", "--layers", "7"], ("cnn-resnet", "--layers", "architecture")),
+        (["train", "lstm-1", "--block", "postnorm"], ("lstm-1", "--block", "num_layers (--layers)")),
+        (["grid", "cnn", "--block", "postnorm"], ("cnn-googlenet", "--block", "architecture")),
+    ],
+)
+def test_an_option_the_model_does_not_have_is_refused(tmp_path, capsys, argv, named):
+    out = tmp_path / "runs"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("replab: error:")
+    assert all(text in err for text in named) and "its options:" in err
+    assert not out.exists()
+
+
+def test_model_options_reach_the_model_config():
+    vit = with_overrides(get_experiment("vit-2"), num_layers=4, block="postnorm", lr=1e-3)
+    assert (vit.config.num_layers, vit.config.block, vit.lr) == (4, "postnorm", 1e-3)
+    assert with_overrides(get_experiment("lstm-1"), num_layers=3).config.num_layers == 3

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
 from replab.cli import main
-from replab.experiments import EXPERIMENTS
+from replab.experiments import EXPERIMENTS, with_overrides
 from replab.generate import SampleSettings, generate, load_lstm, sample
 from replab.models.lstm import LSTM
 from replab.report.runs import load_study
@@ -21,7 +19,7 @@ def write_lstm_run(folder, hidden=8, width=16, layers=2, epoch=3, checkpoints=("
     """An LSTM run folder whose checkpoints hold a small random LSTM over the full GPT-1 vocabulary."""
     torch.manual_seed(1)
     model = LSTM(40479, width, hidden, layers)
-    experiment = dataclasses.replace(EXPERIMENTS[experiment_id], hidden_size=hidden, num_layers=layers).resolved()
+    experiment = with_overrides(EXPERIMENTS[experiment_id], hidden_size=hidden, num_layers=layers)
     run = RunDir(folder)
     run.write_config({"experiment": experiment.to_dict(), "task": {"metric": "perplexity"}})
     for name in checkpoints:

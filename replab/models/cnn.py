@@ -18,7 +18,7 @@ BatchNorm weight 1 / bias 0, default Linear weights with zero bias.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -316,3 +316,15 @@ def build_cnn(name: str, num_classes: int = 10) -> nn.Module:
     if name not in CNN_MODELS:
         raise ValueError(f"unknown CNN {name!r}; valid choices: {', '.join(sorted(CNN_MODELS))}")
     return CNN_MODELS[name](num_classes=num_classes)
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """A CNN baseline of an experiment: which network (a name of ``CNN_MODELS``); no other hyperparameter."""
+
+    architecture: str = field(metadata={"choices": tuple(CNN_MODELS)})
+
+
+def cnn_from_config(config: CNNConfig, **_run_options) -> CNN:
+    """The experiment's CNN (10 classes); the run options of other models (``attention``) do not apply."""
+    return build_cnn(config.architecture)

@@ -9,6 +9,8 @@ Shapes: B batch, T sequence length, V vocabulary size, L layers, Hd hidden size.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +18,33 @@ import torch
 from torch import nn
 
 
+@dataclass(frozen=True)
+class LSTMConfig:
+    """The LSTM's hyperparameters in an experiment (defaults: the specification's). The vocabulary comes from the
+    data, and with a pretrained embeddings file its width too."""
+
+    num_layers: int = 1
+    hidden_size: int = 512
+    embedding_size: int = 768
+
+
+# Parameter names of checkpoints written before the classifier's layers were named (``classifier.0.weight``...).
+_OLD_CLASSIFIER_KEYS = {"classifier.0.": "classifier.hidden.", "classifier.2.": "classifier.output."}
+
+
 class LSTM(nn.Module):
-    """Defaults: 34,107,392 parameters, 3,019,520 of them learnable (embeddings frozen)."""
+    """Defaults: 34,107,392 parameters, 3,019,520 of them learnable (embeddings frozen).
+
+    ``classifier`` is the 2-layer MLP ``hidden`` (Linear) -> ``relu`` -> ``output`` (Linear, no bias, its weight the
+    embedding matrix); ``classifier[0..2]`` still index the same layers.
+    """
 
     def __init__(
         self,
         vocabulary_size=40479,
-        embedding_size=768,
-        hidden_size=512,
-        num_layers=1,
+        embedding_size=LSTMConfig.embedding_size,
+        hidden_size=LSTMConfig.hidden_size,
+        num_layers=LSTMConfig.num_layers,
         learn_embeddings=False,
         _embedding_weight=None,
     ):
@@ -37,28 +57,60 @@ class LSTM(nn.Module):
 
         self.embedding = nn.Embedding(vocabulary_size, embedding_size, padding_idx=0, _weight=_embedding_weight)
         self.lstm = nn.LSTM(embedding_size, hidden_size, num_layers=num_layers, batch_first=True)
-        self.classifier = nn.Sequential(
-            nn.Linear(hidden_size, embedding_size),
-            nn.ReLU(),
-            nn.Linear(embedding_size, vocabulary_size, bias=False),
-        )
+        self.classifier = nn.Sequential(OrderedDict(
+            hidden=nn.Linear(hidden_size, embedding_size),
+            relu=nn.ReLU(),
+            output=nn.Linear(embedding_size, vocabulary_size, bias=False),
+        ))
         # Tie the output projection to the token embeddings (GPT-1), then freeze them unless asked not to.
-        self.classifier[2].weight = self.embedding.weight
+        self.classifier.output.weight = self.embedding.weight
         self.embedding.requires_grad_(learn_embeddings)
+
+    @classmethod
+    def from_config(cls, config: LSTMConfig, vocabulary_size: int = 40479, embeddings_file=None) -> LSTM:
+        """The experiment's model: with ``embeddings_file``, its frozen pretrained embeddings (which set the
+        vocabulary and the embedding size); else learned embeddings initialised N(0, 0.02), as GPT-1's were (the
+        default N(0, 1), tied to the output layer, gives logits so large that the first perplexity is several
+        times the vocabulary size)."""
+        if embeddings_file:
+            return cls.load_embeddings_from(embeddings_file, config.hidden_size, config.num_layers, False)
+        model = cls(vocabulary_size, config.embedding_size, config.hidden_size, config.num_layers,
+                    learn_embeddings=True)
+        with torch.no_grad():
+            model.embedding.weight.normal_(0.0, 0.02)
+            model.embedding.weight[0].zero_()
+        return model
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints written before the classifier's layers were named (``classifier.0``/``classifier.2``)."""
+        for old, new in _OLD_CLASSIFIER_KEYS.items():
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def hidden_features(self, inputs: torch.Tensor, hidden_states) -> tuple[torch.Tensor, tuple]:
         """The classifier's input features. inputs (B, T) int64 -> ((B, T, embedding_size), (h, c))."""
         outputs, hidden_states = self.lstm(self.embedding(inputs), hidden_states)
-        return self.classifier[1](self.classifier[0](outputs)), hidden_states
+        return self.classifier.relu(self.classifier.hidden(outputs)), hidden_states
 
-    def forward(self, inputs: torch.Tensor, hidden_states):
+    def forward(self, inputs: torch.Tensor, hidden_states=None, targets=None, mask=None):
         """Log-probabilities of the next tokens.
 
-        inputs: (B, T) int64 token ids; hidden_states: (h, c), each (L, B, Hd).
+        inputs: (B, T) int64 token ids; hidden_states: (h, c), each (L, B, Hd) (None: zeros).
         Returns ``(log_probas (B, T, V), (h, c))``, the final hidden state of the LSTM.
+
+        With ``targets`` (B, T) int64 (and optionally ``mask`` (B, T)), it returns instead the negative
+        log-likelihood of each target, ``-log_probas.gather(-1, targets)`` (B, T) float32, 0 where ``mask`` is 0,
+        through ``token_nll``: the output layer and the log-softmax fused, the (B, T, V) log-probabilities never
+        held. That is the training path (``loss`` of those NLLs is ``masked_sequence_mean(nll, mask)``): it goes
+        through ``forward`` so that DDP and ``torch.compile`` wrap the model itself.
         """
+        if hidden_states is None:
+            hidden_states = self.initial_states(inputs.shape[0], device=inputs.device)
         features, hidden_states = self.hidden_features(inputs, hidden_states)
-        logits = self.classifier[2](features)
+        if targets is not None:
+            return token_nll(self, features, targets, mask)
+        logits = self.classifier.output(features)
         return torch.log_softmax(logits.float(), dim=-1), hidden_states
 
     def loss(self, log_probas: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -122,7 +174,7 @@ def token_nll(
     features: (B, T, embedding_size); targets: (B, T); mask (optional): (B, T), positions where it is 0 are not
     computed and get an NLL of 0 (they carry no weight in ``masked_sequence_mean``) -> (B, T) float32.
     """
-    nll = fused_linear_nll(features.flatten(0, 1), model.classifier[2].weight, targets.flatten(),
+    nll = fused_linear_nll(features.flatten(0, 1), model.classifier.output.weight, targets.flatten(),
                            None if mask is None else mask.flatten())
     return nll.view(targets.shape)
 

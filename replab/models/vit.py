@@ -12,7 +12,7 @@ H heads, D head size, C channels, p patch size, N patches.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -203,21 +203,29 @@ class PreNormAttentionBlock(_AttentionBlock):
 BLOCKS = {"prenorm": PreNormAttentionBlock, "postnorm": PostNormAttentionBlock}
 
 
+# A config field that the data or the run sets, not an experiment: not an override, not in config.json's experiment.
+NOT_AN_OPTION = {"option": False}
+
+
 @dataclass(frozen=True)
 class ViTConfig:
-    """The constructor arguments of ``VisionTransformer`` (defaults: the specification's)."""
+    """The constructor arguments of ``VisionTransformer`` (defaults: the specification's, the constructor's too).
 
+    The first seven are the hyperparameters an experiment sets; the image (channels, patches) and the classes come
+    from the data, ``attention`` from the run's settings.
+    """
+
+    num_layers: int = 4
+    block: str = field(default="prenorm", metadata={"choices": tuple(BLOCKS)})
     embed_dim: int = 256
     hidden_dim: int = 512
-    num_channels: int = 3
     num_heads: int = 8
-    num_layers: int = 4
-    num_classes: int = 10
     patch_size: int = 4
-    num_patches: int = 64
-    block: str = "prenorm"
     dropout: float = 0.0
-    attention: str = "primitive"
+    num_channels: int = field(default=3, metadata=NOT_AN_OPTION)
+    num_classes: int = field(default=10, metadata=NOT_AN_OPTION)
+    num_patches: int = field(default=64, metadata=NOT_AN_OPTION)
+    attention: str = field(default="primitive", metadata={**NOT_AN_OPTION, "choices": ATTENTION_IMPLEMENTATIONS})
 
 
 class VisionTransformer(nn.Module):
@@ -228,17 +236,17 @@ class VisionTransformer(nn.Module):
 
     def __init__(
         self,
-        embed_dim=256,
-        hidden_dim=512,
-        num_channels=3,
-        num_heads=8,
-        num_layers=4,
-        num_classes=10,
-        patch_size=4,
-        num_patches=64,
-        block="prenorm",
-        dropout=0.0,
-        attention="primitive",
+        embed_dim=ViTConfig.embed_dim,
+        hidden_dim=ViTConfig.hidden_dim,
+        num_channels=ViTConfig.num_channels,
+        num_heads=ViTConfig.num_heads,
+        num_layers=ViTConfig.num_layers,
+        num_classes=ViTConfig.num_classes,
+        patch_size=ViTConfig.patch_size,
+        num_patches=ViTConfig.num_patches,
+        block=ViTConfig.block,
+        dropout=ViTConfig.dropout,
+        attention=ViTConfig.attention,
     ):
         super().__init__()
         if block not in BLOCKS:
@@ -246,8 +254,8 @@ class VisionTransformer(nn.Module):
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
         self.config = ViTConfig(
-            embed_dim, hidden_dim, num_channels, num_heads, num_layers, num_classes,
-            patch_size, num_patches, block, dropout, attention,
+            num_layers, block, embed_dim, hidden_dim, num_heads, patch_size, dropout,
+            num_channels, num_classes, num_patches, attention,
         )
         self.patch_size = patch_size
         self.num_patches = num_patches
@@ -265,8 +273,9 @@ class VisionTransformer(nn.Module):
         self.pos_embedding = nn.Parameter(torch.randn(1, 1 + num_patches, embed_dim))
 
     @classmethod
-    def from_config(cls, config: ViTConfig) -> VisionTransformer:
-        return cls(**asdict(config))
+    def from_config(cls, config: ViTConfig, attention: str | None = None) -> VisionTransformer:
+        """The model of ``config``; ``attention`` (a run setting), if given, replaces the config's."""
+        return cls(**{**asdict(config), **({"attention": attention} if attention else {})})
 
     def get_patches(self, image: torch.Tensor, patch_size: int, flatten_channels: bool = True) -> torch.Tensor:
         """Cut images into non-overlapping square patches, in row-major order over the image.

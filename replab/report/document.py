@@ -17,7 +17,8 @@ from pathlib import Path
 import replab
 from replab.report.figures import Figure, grid_overlay, memory_bars, run_curves
 from replab.report.findings import Finding, findings
-from replab.report.runs import GRID_TITLES, Study, load_study
+from replab.report.reference import GRID_TITLES
+from replab.report.runs import Study, load_study
 from replab.report.tables import Table, cnn_table, memory_table, overfitting_table, results_table, runs_table
 
 
@@ -111,7 +112,7 @@ def assemble(study: Study, found: list[Finding], figures: Path) -> list[Block]:
                   f"(`replab report {' '.join(str(r) for r in study.roots)}` regenerates it)."),
         Heading("Runs and provenance"), runs_table(study),
     ]
-    missing = {grid: study.missing(grid) for grid in ("lstm", "vit", "cnn")}
+    missing = {grid: study.missing(grid) for grid in GRID_TITLES}
     if any(missing.values()):
         blocks.append(Bullets([f"{GRID_TITLES[g]}: missing from the grid (never run): {', '.join(ids)}"
                                for g, ids in missing.items() if ids]))
@@ -132,7 +133,7 @@ def assemble(study: Study, found: list[Finding], figures: Path) -> list[Block]:
         blocks += _grid_section(study, "cnn", figures)
     blocks += [Heading("Overfitting (Problem 3 Q8)"), overfitting_table(study)]
     blocks += [Heading("Memory (Problem 3 Q7)"), memory_table(study)]
-    blocks += [f for grid in ("lstm", "vit", "cnn") if (f := memory_bars(study, grid, figures))]
+    blocks += [f for grid in GRID_TITLES if (f := memory_bars(study, grid, figures))]
     return blocks
 
 

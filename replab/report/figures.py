@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
+from replab.report.reference import GRID_TITLES  # noqa: E402
 from replab.report.runs import (  # noqa: E402
-    GRID_TITLES,
     RunView,
     Study,
     fmt_metric,

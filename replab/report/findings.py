@@ -11,10 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from replab.report.reference import CNN_REFERENCE, GRID_TITLES, display
 from replab.report.runs import (
-    BLOCK_NAMES,
-    GRID_TITLES,
-    OPTIMIZER_NAMES,
     OPTIMIZER_STATE_COPIES,
     RunView,
     Study,
@@ -25,7 +23,7 @@ from replab.report.runs import (
     fmt_seconds,
     is_number,
 )
-from replab.report.tables import CNN_REFERENCE, best_first, best_vit
+from replab.report.tables import best_first, best_vit
 from replab.runlog import better
 
 STUDY_GRIDS = ("lstm", "vit")  # the grids of the specification's questions
@@ -117,10 +115,10 @@ def settings_findings(study: Study) -> list[Finding]:
     unfinished = _unfinished(study.runs)
     if unfinished:
         found.append(Finding(topic, f"Unfinished runs (kept in every table and figure): {', '.join(unfinished)}."))
-    missing = [i for grid in ("lstm", "vit", "cnn") for i in study.missing(grid)]
+    missing = [i for grid in GRID_TITLES for i in study.missing(grid)]
     if missing:
         found.append(Finding(topic, f"Missing from their grid (never run): {', '.join(missing)}."))
-    for grid in ("lstm", "vit", "cnn"):
+    for grid in GRID_TITLES:
         settings = {_setting(r) for r in study.grid(grid)}
         if len(settings) > 1:
             found.append(Finding(topic, (
@@ -185,7 +183,7 @@ def optimizer_findings(study: Study, grid: str) -> list[Finding]:
     topic = f"{GRID_TITLES[grid]}: configurations 1-4, only the optimizer changes"
     metric = next(iter(by_optimizer.values())).metric
     listing = "; ".join(
-        f"{OPTIMIZER_NAMES[o]} ({r.id}) {_score(r)}, final training loss {_loss(r)}, "
+        f"{display(o)} ({r.id}) {_score(r)}, final training loss {_loss(r)}, "
         f"{r.mean_epoch_seconds:.1f} s/epoch" for o, r in by_optimizer.items())
     text = f"Best validation {metric}: {listing}."
     unfinished = _unfinished(runs) + [f"{i} missing" for i in study.missing(grid) if i in {f"{grid}-{n}" for n in
@@ -247,7 +245,7 @@ def cnn_findings(study: Study) -> list[Finding]:
             text += f"; {vit.id} is NOT at the full specification setting, so this comparison is not meaningful"
         found.append(Finding(topic, text + "."))
     for run in completed(study.grid("cnn")):
-        reference = CNN_REFERENCE.get(run.experiment.get("architecture"))
+        reference = CNN_REFERENCE.get(run.experiment.get(run.spec.variant))
         if reference is None:
             continue
         name, _, ref_test, ref_params = reference
@@ -279,7 +277,7 @@ def _steady(run: RunView) -> float | None:
 def memory_findings(study: Study) -> list[Finding]:
     """Problem 3 Q7: the ranking per grid, and how much parameters, optimizer state and depth explain."""
     found = []
-    for grid in ("lstm", "vit", "cnn"):
+    for grid in GRID_TITLES:
         runs = sorted((r for r in study.grid(grid) if _steady(r) is not None), key=_steady, reverse=True)
         if not runs:
             continue
@@ -347,7 +345,7 @@ def _gap_text(run: RunView) -> str:
 def overfitting_findings(study: Study) -> list[Finding]:
     """Problem 3 Q8: the train-validation gap, validation peaks before the end, and what early stopping gave."""
     found = []
-    for grid in ("lstm", "vit", "cnn"):
+    for grid in GRID_TITLES:
         runs = [r for r in study.grid(grid) if r.epochs_completed]
         finished = [r for r in completed(runs) if r.gap is not None]  # gaps compared at the same (last) epoch
         topic = f"{GRID_TITLES[grid]}: overfitting (Problem 3 Q8)"
@@ -390,12 +388,12 @@ def _classes(topic: str, runs: list[RunView]) -> list[Finding]:
     for run in runs:
         by_setup.setdefault((run.optimizer, run.experiment.get("block")), []).append(run)
     for (optimizer, block), group in by_setup.items():
-        setup = ", ".join([OPTIMIZER_NAMES.get(optimizer, optimizer)] + ([BLOCK_NAMES[block]] if block else []))
+        setup = ", ".join([display(optimizer)] + ([display(block)] if block else []))
         groups[f"depth ({setup} runs)"] = group
     found = []
     for name, group in groups.items():
         vary = {r.optimizer for r in group} if name.startswith("optimizer") else {r.layers for r in group}
-        if len(vary) < 2 or group[0].task == "cnn":
+        if len(vary) < 2 or group[0].layers is None:
             continue
         ranked = sorted(group, key=lambda r: r.gap, reverse=True)
         listing = ", ".join(f"{r.id} ({r.configuration}) {r.gap_text.split(' (')[0]}" for r in ranked)

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from replab.experiments import BLOCKS, EXPERIMENTS, GRIDS, OPTIMIZERS
+from replab.models import MODELS, ModelSpec
+from replab.report.reference import display
 from replab.runlog import RunRecord, better, find_runs, memory_summary
+from replab.tasks import TASKS
 
-OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "momentum": "SGD+momentum"}
-BLOCK_NAMES = {"prenorm": "PreNorm", "postnorm": "PostNorm"}
-CNN_NAMES = {"googlenet": "GoogleNet", "resnet": "ResNet", "resnetpreact": "ResNetPreAct", "densenet": "DenseNet"}
-GRID_TITLES = {"lstm": "LSTM on Wikitext-2", "vit": "ViT on CIFAR-10", "cnn": "CNNs on CIFAR-10"}
 # Extra float32 copies of the learnable parameters an optimizer keeps (Adam/AdamW: two moments; momentum: one buffer).
 OPTIMIZER_STATE_COPIES = {"adam": 2, "adamw": 2, "momentum": 1, "sgd": 0}
 CIFAR_VALID_IMAGES = 5000  # the seeded 45k/5k split of replab.data.cifar10
@@ -100,7 +99,16 @@ class RunView:
 
     @property
     def task(self) -> str:
-        return self.experiment.get("task") or self.id.split("-", 1)[0]
+        """The model's name in the registry (recorded as ``task``), which is also its grid's name."""
+        recorded = self.experiment.get("task")
+        if recorded:
+            return recorded
+        return EXPERIMENTS[self.id].model if self.id in EXPERIMENTS else ""
+
+    @property
+    def spec(self) -> ModelSpec | None:
+        """The model's registry entry (None for a model this version does not know)."""
+        return MODELS.get(self.task)
 
     @property
     def number(self) -> int:
@@ -114,29 +122,34 @@ class RunView:
 
     @property
     def optimizer_name(self) -> str:
-        return OPTIMIZER_NAMES.get(self.optimizer, self.optimizer)
+        return display(self.optimizer)
 
     @property
     def layers(self) -> int | None:
-        return self.experiment.get("num_layers") if self.task != "cnn" else None
+        """Number of layers, for a model that has them (not the CNNs, whose old records say 1)."""
+        has_layers = self.spec is None or "num_layers" in self.spec.options()
+        return self.experiment.get("num_layers") if has_layers else None
+
+    @property
+    def _variant(self) -> str | None:
+        """The registry name of the model's variant (``postnorm``, ``resnet``), if the model has variants."""
+        return self.experiment.get(self.spec.variant) if self.spec and self.spec.variant else None
 
     @property
     def architecture(self) -> str:
-        """PreNorm/PostNorm for a ViT, LSTM for the LSTM, the network's name for a CNN."""
-        if self.task == "vit":
-            return BLOCK_NAMES.get(self.experiment.get("block"), str(self.experiment.get("block")))
-        if self.task == "cnn":
-            name = self.experiment.get("architecture", "")
-            return CNN_NAMES.get(name, name)
-        return "LSTM"
+        """The variant's name where the model has variants (PreNorm/PostNorm, the CNN's network), else the
+        model's (LSTM)."""
+        return display(self._variant if self.spec and self.spec.variant else self.task)
 
     @property
     def short_label(self) -> str:
-        """E.g. ``1 Adam 2L`` (with ``PostNorm`` where it is not the default block)."""
-        if self.task == "cnn":
+        """E.g. ``1 Adam 2L`` (with ``PostNorm`` where the variant is not the model's default); a model without
+        layers: its variant (``ResNet``)."""
+        if self.layers is None:
             return self.architecture
-        block = " PostNorm" if self.experiment.get("block") == "postnorm" else ""
-        return f"{self.number} {self.optimizer_name} {self.layers}L{block}"
+        default = self.spec.config.__dataclass_fields__[self.spec.variant].default if self._variant else None
+        variant = f" {self.architecture}" if self._variant and self._variant != default else ""
+        return f"{self.number} {self.optimizer_name} {self.layers}L{variant}"
 
     @property
     def configuration(self) -> str:
@@ -167,7 +180,8 @@ class RunView:
     # -- task, status ---------------------------------------------------------------------------------
     @property
     def metric(self) -> str:
-        return self.record.config.get("task", {}).get("metric") or ("perplexity" if self.task == "lstm" else "accuracy")
+        recorded = self.record.config.get("task", {}).get("metric")
+        return recorded or (TASKS[self.spec.task].metric if self.spec else "accuracy")
 
     @property
     def higher_is_better(self) -> bool:

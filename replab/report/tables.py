@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from replab.models import MODELS
+from replab.report.reference import CNN_REFERENCE, GRID_TITLES
 from replab.report.runs import (
-    GRID_TITLES,
     OPTIMIZER_STATE_COPIES,
     RunView,
     Study,
@@ -19,14 +20,7 @@ from replab.report.runs import (
     fmt_mib,
     is_number,
 )
-
-# The specification's reference CNNs (Problem 3, question 6): validation %, test %, parameters.
-CNN_REFERENCE = {
-    "googlenet": ("GoogleNet", 90.40, 89.70, 260_650),
-    "resnet": ("ResNet", 91.84, 91.06, 272_378),
-    "resnetpreact": ("ResNetPreAct", 91.80, 91.07, 272_250),
-    "densenet": ("DenseNet", 90.72, 90.23, 239_146),
-}
+from replab.tasks import TASKS
 
 LATEX_REPLACEMENTS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
@@ -108,7 +102,7 @@ def _best_of(runs: list[RunView]) -> RunView | None:
 def results_table(study: Study, grid: str) -> Table:
     """Problem 3 Q2 (and its LSTM counterpart): one row per configuration, missing ones included."""
     runs = study.grid_with_missing(grid)
-    metric = "accuracy" if grid != "lstm" else "perplexity"
+    metric = TASKS[MODELS[grid].task].metric
     short = "acc. (%)" if metric == "accuracy" else "PPL"
     columns = ["No.", "Architecture", "Layers", "Optimizer", f"Train {short}", "Train loss",
                f"Best val. {short} (epoch)", f"Test {short}", "s/epoch", "Parameters", "Status"]
@@ -176,7 +170,7 @@ def runs_table(study: Study) -> Table:
 def overfitting_table(study: Study) -> Table:
     """Problem 3 Q8: the train-validation gap at the end and how long ago validation peaked."""
     rows = []
-    for run in [r for grid in ("lstm", "vit", "cnn") for r in study.grid(grid) if r.epochs_completed]:
+    for run in [r for grid in GRID_TITLES for r in study.grid(grid) if r.epochs_completed]:
         metric = run.metric
         rows.append([
             run.key, run.status_text, _plain(run.final(f"train_{metric}"), metric),
@@ -202,7 +196,7 @@ def overfitting_table(study: Study) -> Table:
 def memory_table(study: Study) -> Table:
     """Problem 3 Q7: steady-state and peak memory per configuration, largest first within a grid."""
     rows = []
-    for grid in ("lstm", "vit", "cnn"):
+    for grid in GRID_TITLES:
         runs = sorted(study.grid(grid), key=lambda r: -(r.memory.get("steady_mean_mb") or -1))
         for run in runs:
             memory = run.memory
@@ -253,7 +247,7 @@ def cnn_table(study: Study) -> Table:
     """
     rows, cnn_runs = [], study.grid("cnn")
     for name, (label, val, test, params) in CNN_REFERENCE.items():
-        runs = [r for r in cnn_runs if r.experiment.get("architecture") == name]
+        runs = [r for r in cnn_runs if r.experiment.get(r.spec.variant) == name]
         for run in runs:
             rows.append([label, fmt_count(params), f"{test:.2f}", _plain(run.test(), "accuracy"), f"{val:.2f}",
                          _plain(run.best_val, "accuracy"), _run_cell(run)])

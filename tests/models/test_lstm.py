@@ -281,3 +281,32 @@ def test_fused_nll_rejects_bad_shapes():
         fused_linear_nll(torch.randn(3, 4), torch.randn(5, 6), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="targets"):
         fused_linear_nll(torch.randn(3, 4), torch.randn(5, 4), torch.zeros(2, dtype=torch.long))
+
+
+def test_the_classifier_layers_are_named_and_old_state_dicts_load():
+    model = small_model()
+    assert model.classifier.hidden is model.classifier[0] and model.classifier.relu is model.classifier[1]
+    assert model.classifier.output is model.classifier[2] and model.classifier.output.weight is model.embedding.weight
+    assert {"classifier.hidden.weight", "classifier.hidden.bias", "classifier.output.weight"} <= set(
+        model.state_dict())
+    # a checkpoint written while the classifier was an unnamed nn.Sequential (classifier.0 / classifier.2)
+    old = {k.replace("classifier.hidden.", "classifier.0.").replace("classifier.output.", "classifier.2."): v
+           for k, v in small_model().state_dict().items()}
+    assert {"classifier.0.weight", "classifier.0.bias", "classifier.2.weight"} <= set(old)
+    model.load_state_dict(old)  # strict
+    for name, value in model.state_dict().items():
+        new_name = name.replace("classifier.hidden.", "classifier.0.").replace("classifier.output.", "classifier.2.")
+        assert torch.equal(value, old[new_name])
+    assert model.classifier.output.weight is model.embedding.weight  # still tied after loading
+
+
+def test_forward_with_targets_is_the_nll_of_forward():
+    model = small_model(learn_embeddings=True)
+    inputs, targets = torch.randint(1, 50, (3, 6)), torch.randint(1, 50, (3, 6))
+    mask = torch.ones(3, 6)
+    mask[1, 4:] = 0
+    log_probas, _ = model(inputs, model.initial_states(3))
+    expected = -log_probas.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask
+    nll = model(inputs, targets=targets, mask=mask)
+    torch.testing.assert_close(nll, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(masked_sequence_mean(nll, mask), model.loss(log_probas, targets, mask))

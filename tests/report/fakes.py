@@ -26,11 +26,11 @@ def write_run(root: Path, run_id: str, val: list[float], train: list[float], *, 
     None writes no summary (a run still going or killed); NaN values are stored as null by the writer.
     """
     experiment = dataclasses.replace(EXPERIMENTS[run_id], epochs=epochs or len(val)).resolved()
-    metric = "perplexity" if experiment.task == "lstm" else "accuracy"
+    metric = "perplexity" if experiment.model == "lstm" else "accuracy"
     loss = (lambda p: math.log(p)) if metric == "perplexity" else (lambda a: 2.5 * (1 - a))
     settings = RunSettings(out=str(root), data_dir="/data", limit_train_batches=limit_train_batches)
-    size = experiment.architecture if experiment.task == "cnn" else experiment.num_layers
-    parameters = PARAMETERS[experiment.task][size]
+    size = experiment.config.architecture if experiment.model == "cnn" else experiment.config.num_layers
+    parameters = PARAMETERS[experiment.model][size]
     run = RunDir(root / run_id)
     run.write_config({
         "experiment": experiment.to_dict(),
