@@ -46,10 +46,6 @@ class Task:
         """The experiment's model, from its registry entry (``replab.models.MODELS``)."""
         raise NotImplementedError
 
-    def objective(self, model: nn.Module) -> nn.Module:
-        """The module the training step calls (and DDP/compile wrap): by default the model itself."""
-        return model
-
     def train_batches(self, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> Iterator:
         raise NotImplementedError
 

@@ -135,7 +135,7 @@ class Trainer:
             ) from error
         torch.manual_seed(self.experiment.seed)
         self.model = sync_batchnorm(self.task.build_model(), self.device, self.dist.enabled).to(self.device)
-        objective = self.task.objective(self.model)
+        objective = self.model  # what the training step calls: the model (DDP and compile wrap it)
         if self.dist.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             objective = nn.parallel.DistributedDataParallel(objective, device_ids=device_ids)
