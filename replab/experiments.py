@@ -159,27 +159,18 @@ def _cnn(name: str, optimizer: str, lr: float) -> Experiment:
     )
 
 
+# The specification's grids, as its tables give them: (number, optimizer, layers[, block]); the CNN baselines:
+# (architecture, optimizer, learning rate).
+LSTM_GRID = [(1, "adam", 1), (2, "adamw", 1), (3, "sgd", 1), (4, "momentum", 1), (5, "adamw", 2), (6, "adamw", 4)]
+VIT_GRID = [(1, "adam", 2), (2, "adamw", 2), (3, "sgd", 2), (4, "momentum", 2), (5, "adamw", 4), (6, "adamw", 6),
+            (7, "adamw", 6, "postnorm")]
+CNN_BASELINES = [("googlenet", "adamw", 1e-3), ("resnet", "momentum", 0.1), ("resnetpreact", "momentum", 0.1),
+                 ("densenet", "adamw", 1e-3)]
+
 EXPERIMENTS: dict[str, Experiment] = {
     e.id: e
-    for e in [
-        _lstm(1, "adam"),
-        _lstm(2, "adamw"),
-        _lstm(3, "sgd"),
-        _lstm(4, "momentum"),
-        _lstm(5, "adamw", layers=2),
-        _lstm(6, "adamw", layers=4),
-        _vit(1, "adam"),
-        _vit(2, "adamw"),
-        _vit(3, "sgd"),
-        _vit(4, "momentum"),
-        _vit(5, "adamw", layers=4),
-        _vit(6, "adamw", layers=6),
-        _vit(7, "adamw", layers=6, block="postnorm"),
-        _cnn("googlenet", "adamw", 1e-3),
-        _cnn("resnet", "momentum", 0.1),
-        _cnn("resnetpreact", "momentum", 0.1),
-        _cnn("densenet", "adamw", 1e-3),
-    ]
+    for e in [*(_lstm(*row) for row in LSTM_GRID), *(_vit(*row) for row in VIT_GRID),
+              *(_cnn(*row) for row in CNN_BASELINES)]
 }
 
 # One grid per model, named after it, in registry order; "all": the specification's two grids.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,16 +14,34 @@ from replab.text.bpe import GPT1Tokenizer
 
 @dataclass
 class RoundTrip:
-    """Lines (non-empty) and tokens of one split, how many come back identical, and the time each way."""
+    """One split: the tokens of each non-empty line, whether the line came back identical, the time each way."""
 
     split: str
-    lines: int = 0
-    identical_lines: int = 0
-    tokens: int = 0
-    identical_tokens: int = 0
-    decode_seconds: float = 0.0
-    encode_seconds: float = 0.0
-    different: list[int] = field(default_factory=list)  # indices (among the non-empty lines) that differ
+    line_tokens: list[int]
+    identical: list[bool]
+    decode_seconds: float
+    encode_seconds: float
+
+    @property
+    def lines(self) -> int:
+        return len(self.line_tokens)
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.line_tokens)
+
+    @property
+    def identical_lines(self) -> int:
+        return sum(self.identical)
+
+    @property
+    def identical_tokens(self) -> int:
+        return sum(n for n, same in zip(self.line_tokens, self.identical, strict=True) if same)
+
+    @property
+    def different(self) -> list[int]:
+        """Indices (among the non-empty lines) of the lines that differ."""
+        return [index for index, same in enumerate(self.identical) if not same]
 
     def row(self) -> str:
         return (f"| {self.split} | {self.identical_lines:,} / {self.lines:,} ({self.identical_lines / self.lines:.2%}) "
@@ -36,20 +54,14 @@ def measure(tokenizer: GPT1Tokenizer, tokens: np.ndarray, sizes: np.ndarray, spl
     ends = np.cumsum(sizes)
     lines = [tokens[end - size : end].tolist() for size, end in zip(sizes.tolist(), ends.tolist(), strict=True)
              if size]
-    result = RoundTrip(split, lines=len(lines), tokens=sum(map(len, lines)))
     start = time.perf_counter()
     texts = [tokenizer.decode(ids) for ids in lines]
-    result.decode_seconds = time.perf_counter() - start
+    decode_seconds = time.perf_counter() - start
     start = time.perf_counter()
     back = [tokenizer.encode(text) for text in texts]
-    result.encode_seconds = time.perf_counter() - start
-    for index, (ids, again) in enumerate(zip(lines, back, strict=True)):
-        if ids == again:
-            result.identical_lines += 1
-            result.identical_tokens += len(ids)
-        else:
-            result.different.append(index)
-    return result
+    encode_seconds = time.perf_counter() - start
+    identical = [ids == again for ids, again in zip(lines, back, strict=True)]
+    return RoundTrip(split, [len(ids) for ids in lines], identical, decode_seconds, encode_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
