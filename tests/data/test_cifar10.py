@@ -384,7 +384,7 @@ def identified_split(n=10):
     return ImageSplit(images, torch.arange(n))  # the label identifies the example
 
 
-def test_iterate_batches_epoch_coverage_and_shapes():
+def test_image_batches_epoch_coverage_and_shapes():
     split = identified_split(10)
     batches = ImageBatches(split, 4, shuffle=True, augment=False, generator=torch.Generator().manual_seed(0))
     assert len(batches) == 3
@@ -405,7 +405,7 @@ def test_iterate_batches_epoch_coverage_and_shapes():
     assert ordered.tolist() == list(range(10))
 
 
-def test_iterate_batches_drop_last_and_reproducible():
+def test_image_batches_drop_last_and_reproducible():
     split = identified_split(10)
     batches = ImageBatches(split, 4, shuffle=True, augment=True, drop_last=True, generator=None)
     assert len(batches) == 2 and [len(labels) for _, labels in batches] == [4, 4]
@@ -427,7 +427,7 @@ def test_iterate_batches_drop_last_and_reproducible():
         ImageBatches(split, 0, shuffle=False, augment=False)
 
 
-def test_iterate_batches_ranks_partition_the_global_batch():
+def test_image_batches_ranks_partition_the_global_batch():
     split = identified_split(11)
 
     def run(rank, world_size, augment):
