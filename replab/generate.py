@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from replab.experiments import Experiment
+from replab.models import LANGUAGE_MODELING
 from replab.models.lstm import LSTM
 from replab.runlog import CheckpointError, RunDir, load_checkpoint
 from replab.text import GPT1Tokenizer
@@ -76,9 +78,13 @@ def load_lstm(run_dir: str | Path, checkpoint: str = "best") -> tuple[LSTM, dict
     config = run.read_config()
     if not config:
         raise ValueError(f"{run.path} is not a run folder (no readable config.json)")
-    experiment = config.get("experiment", {})
-    if experiment.get("task") != "lstm":
-        raise ValueError(f"{run.path} is a {experiment.get('task', 'unknown')} run, not an LSTM run: only LSTM runs "
+    record = config.get("experiment", {})
+    try:
+        experiment = Experiment.from_dict(record)
+    except (KeyError, TypeError, ValueError):
+        experiment = None
+    if experiment is None or experiment.spec.task != LANGUAGE_MODELING:
+        raise ValueError(f"{run.path} is a {record.get('task', 'unknown')} run, not an LSTM run: only LSTM runs "
                          "generate text")
     path = run.path / f"{checkpoint}.pt"
     if not path.is_file():
@@ -91,7 +97,7 @@ def load_lstm(run_dir: str | Path, checkpoint: str = "best") -> tuple[LSTM, dict
     try:
         weights = state["model"]
         vocabulary, width = weights["embedding.weight"].shape
-        model = LSTM(vocabulary, width, experiment["hidden_size"], experiment["num_layers"])
+        model = LSTM(vocabulary, width, experiment.config.hidden_size, experiment.config.num_layers)
         model.load_state_dict(weights)
     except (OSError, RuntimeError, KeyError, ValueError, EOFError) as error:
         raise ValueError(f"cannot load {path} as this run's LSTM: {error}") from error
