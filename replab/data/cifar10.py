@@ -18,8 +18,6 @@ import pickle
 import shutil
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from replab.data import checksums, shard
+from replab.data.http import open_url, retrying
 
 __all__ = [
     "CLASSES",
@@ -436,17 +435,43 @@ def _safe_members(archive: tarfile.TarFile, destination: Path) -> list[tarfile.T
     return members
 
 
+def _fetch(url: str, path: Path, progress: bool) -> str:
+    """Stream ``url`` into ``path`` (from its start) with a tqdm bar; returns the MD5 of the bytes.
+
+    A body shorter than its Content-Length (the connection closed early) raises ``ConnectionError``, so it is
+    retried rather than reported as a checksum mismatch."""
+    from tqdm.auto import tqdm
+
+    digest = hashlib.md5(usedforsecurity=False)
+    received = 0
+    with open_url(url) as response, path.open("wb") as out:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length else None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=not progress) as bar:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    if total is not None and received < total:
+        raise ConnectionError(f"{url} ended early: {received:,} of {total:,} bytes")
+    return digest.hexdigest()
+
+
 def download_cifar10(
     root: str | os.PathLike,
     url: str = OFFICIAL_URL,
     md5: str | None = OFFICIAL_MD5,
     progress: bool = True,
+    retries: int = 3,
+    wait: float = 2.0,
 ) -> Path:
     """Download and extract CIFAR-10 to ``root/cifar-10-batches-py``; returns that folder.
 
     If it (or ``root/cifar10/cifar-10-batches-py``) already holds every batch file, it is returned untouched,
     without any network access or checksum. Otherwise the archive is streamed to a temporary file inside
-    ``root`` (with a tqdm progress bar), its MD5 checked against ``md5`` (skipped when ``None``), extracted into
+    ``root`` (with a tqdm progress bar; network errors are retried ``retries`` times after ``wait``, ``2 wait``, ...
+    seconds, an HTTP 4xx is not), its MD5 checked against ``md5`` (skipped when ``None``), extracted into
     a temporary folder inside ``root`` (members escaping it, links and devices are refused), the MD5 of each file
     recorded in its ``MD5SUMS`` (so a later change is caught on load), and moved into place with one atomic
     ``os.replace``. On any failure the temporary file and folder are removed.
@@ -467,32 +492,10 @@ def download_cifar10(
     extract_dir: Path | None = None
     try:
         handle, name = tempfile.mkstemp(dir=root, prefix=".cifar-10-download-", suffix=".tar.gz")
+        os.close(handle)
         archive_path = Path(name)
-        digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(handle, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=60)
-            except (urllib.error.URLError, OSError) as error:
-                raise ConnectionError(
-                    f"cannot download CIFAR-10 from {url} ({error}). Check the network, or download the archive "
-                    f"by hand and extract it into {root}."
-                ) from error
-            with response:
-                total = response.headers.get("Content-Length")
-                from tqdm.auto import tqdm
-
-                with tqdm(
-                    total=int(total) if total else None,
-                    unit="B",
-                    unit_scale=True,
-                    desc="cifar-10-python.tar.gz",
-                    disable=not progress,
-                ) as bar:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-        actual = digest.hexdigest()
+        hint = f"or download the archive by hand and extract it into {root}"
+        actual = retrying(lambda: _fetch(url, archive_path, progress), retries, wait, f"check the network, {hint}")
         if md5 is not None and actual != md5.lower():
             raise ValueError(
                 f"MD5 mismatch for the CIFAR-10 archive downloaded from {url}: expected {md5}, got {actual}. "

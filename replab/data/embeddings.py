@@ -13,18 +13,15 @@ and row i + 1 GPT-1's token i, the course's ids (GPT-1 id + 1). Each shard's SHA
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import json
 import os
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from replab.data.http import open_url, retrying
 from replab.runlog import atomic_write_bytes
 
 __all__ = ["EMBEDDINGS_FILE", "EMBEDDINGS_URL_ENV", "GPT1_MODEL_URL", "NUM_SHARDS", "default_embeddings_url",
@@ -36,6 +33,7 @@ EMBEDDINGS_URL_ENV = "REPLAB_EMBEDDINGS_URL"
 EMBEDDINGS_FILE = "embeddings.npz"
 SOURCES_FILE = "embeddings.sources.json"
 NUM_SHARDS = 10
+HINT = "check the network or --embeddings-url"
 VOCABULARY, WIDTH, POSITIONS = 40478, 768, 512  # GPT-1's token embeddings (V, E) and its context
 
 
@@ -63,36 +61,6 @@ def _token_block(shapes: list) -> _Block:
     return _Block(start, start + VOCABULARY * WIDTH)
 
 
-class _NotThere(ConnectionError):
-    """The server answered, with an HTTP client error (404...): retrying will not help."""
-
-
-def _retrying(function, retries: int, wait: float):
-    """``function()``, tried again up to ``retries`` times (after ``wait``, ``2 wait``, ...) on network errors."""
-    for attempt in range(retries + 1):
-        try:
-            return function()
-        except _NotThere:
-            raise
-        except (OSError, http.client.HTTPException) as error:
-            if attempt == retries:
-                raise ConnectionError(f"{error} (after {retries + 1} attempts; check the network or "
-                                      "--embeddings-url)") from error
-            time.sleep(wait * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-def _open(url: str):
-    """The response to GET ``url``: ``_NotThere`` for an HTTP 4xx, ``ConnectionError`` for other failures."""
-    try:
-        return urllib.request.urlopen(url, timeout=60)
-    except urllib.error.HTTPError as error:
-        kind = _NotThere if error.code < 500 else ConnectionError
-        raise kind(f"cannot download {url}: HTTP {error.code} {error.reason}") from error
-    except (urllib.error.URLError, OSError) as error:
-        raise ConnectionError(f"cannot download {url} ({getattr(error, 'reason', error)})") from error
-
-
 class _HashingReader(io.RawIOBase):
     """A response read through: every byte is hashed and counted on the progress bar."""
 
@@ -114,7 +82,7 @@ def _stream_shard(url: str, offset: int, block: _Block, out: memoryview, bar) ->
     """Read one ``.npy`` shard holding the parameter elements from ``offset`` on; copy its part of ``block``
     into ``out`` (the block's bytes). Returns (elements in the shard, SHA-256 of the whole file)."""
     digest = hashlib.sha256()
-    with _open(url) as response:
+    with open_url(url) as response:
         reader = io.BufferedReader(_HashingReader(response, digest, bar), 1 << 20)
         try:
             version = np.lib.format.read_magic(reader)
@@ -157,8 +125,8 @@ def _fetch_shards(base: str, block: _Block, recorded: dict, retries: int, wait: 
             if offset >= block.stop:
                 break
             name = f"params_{index}.npy"
-            count, sums[name] = _retrying(lambda n=name, o=offset: _stream_shard(f"{base}/{n}", o, block, out, bar),
-                                          retries, wait)
+            count, sums[name] = retrying(lambda n=name, o=offset: _stream_shard(f"{base}/{n}", o, block, out, bar),
+                                         retries, wait, HINT)
             if name in recorded and recorded[name] != sums[name]:
                 raise ValueError(f"{base}/{name} differs from the first download (SHA-256 {sums[name]}, recorded "
                                  f"{recorded[name]}): refusing it")
@@ -193,10 +161,10 @@ def download_embeddings(data_dir: str | os.PathLike, url: str | None = None, ret
     sources_path = folder / SOURCES_FILE
     recorded = json.loads(sources_path.read_text()).get("sha256", {}) if sources_path.exists() else {}
     def read_shapes() -> bytes:
-        with _open(f"{base}/params_shapes.json") as response:
+        with open_url(f"{base}/params_shapes.json") as response:
             return response.read()
 
-    shapes_bytes = _retrying(read_shapes, retries, wait)
+    shapes_bytes = retrying(read_shapes, retries, wait, HINT)
     try:
         shapes = json.loads(shapes_bytes)
     except ValueError as error:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import importlib
 import io
 import math
@@ -13,7 +11,6 @@ import pickle
 import socket
 import sys
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import replab.data.http
 from replab.data import cifar10
 from replab.data.cifar10 import (
     CLASSES,
@@ -35,6 +33,7 @@ from replab.data.cifar10 import (
     normalize,
     sample_crops,
 )
+from tests.data.local_server import serve
 
 PER_BATCH = 4  # images per fake batch: 20 training images, 4 test images
 FAKE_CLASSES = tuple(f"class{k}" for k in range(10))
@@ -469,24 +468,11 @@ def build_archive(folder: Path, *, members=None) -> bytes:
 
 @pytest.fixture
 def server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving ``tmp_path / "www"``; yields (base url, folder, request log)."""
+    """A local HTTP server serving ``tmp_path / "www"``; yields (base url, folder, its ``Server`` state)."""
     www = tmp_path / "www"
     www.mkdir()
-    requests = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            requests.append(self.path)
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", www, requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serve(www) as local:
+        yield local.base, www, local
 
 
 def closed_port_url() -> str:
@@ -497,7 +483,7 @@ def closed_port_url() -> str:
 
 
 def test_download_extracts_and_verifies(tmp_path, server):
-    base, www, requests = server
+    base, www, local = server
     payload = build_archive(tmp_path)
     (www / "cifar-10-python.tar.gz").write_bytes(payload)
     root = tmp_path / "data"
@@ -509,7 +495,7 @@ def test_download_extracts_and_verifies(tmp_path, server):
     assert sorted(os.listdir(root)) == ["cifar-10-batches-py", "keep.txt"]  # no temporary leftovers
     assert {"data_batch_1", "data_batch_5", "test_batch", "batches.meta"} <= set(os.listdir(folder))
     assert len(load_cifar10(root, valid_size=5).train) == 15
-    assert requests == ["/cifar-10-python.tar.gz"]
+    assert local.requests == ["/cifar-10-python.tar.gz"]
 
 
 def test_download_wrong_md5_leaves_nothing(tmp_path, server):
@@ -552,19 +538,41 @@ def test_download_bad_archives_leave_nothing(tmp_path, server, members, error):
 
 
 def test_download_http_error_leaves_nothing(tmp_path, server):
-    base, _, _ = server
+    base, _, local = server
     root = tmp_path / "data"
     root.mkdir()
-    with pytest.raises(ConnectionError, match="missing.tar.gz"):
+    with pytest.raises(ConnectionError, match="missing.tar.gz: HTTP 404"):
         download_cifar10(root, url=f"{base}/missing.tar.gz", progress=False)
     assert os.listdir(root) == []
+    assert local.requests == ["/missing.tar.gz"]  # a 404 is not asked again
+
+
+def test_download_retries_a_failed_and_a_cut_short_transfer(tmp_path, server):
+    base, www, local = server
+    payload = build_archive(tmp_path)
+    (www / "cifar-10-python.tar.gz").write_bytes(payload)
+    local.fail_once.add("/cifar-10-python.tar.gz")  # a 503, then half the body and a closed connection
+    local.cut_once.add("/cifar-10-python.tar.gz")
+    root = tmp_path / "data"
+    folder = download_cifar10(root, url=f"{base}/cifar-10-python.tar.gz", md5=hashlib.md5(payload).hexdigest(),
+                              progress=False, wait=0.01)
+    assert local.requests == ["/cifar-10-python.tar.gz"] * 3
+    assert sorted(os.listdir(root)) == ["cifar-10-batches-py"] and folder == root / "cifar-10-batches-py"
+    assert len(load_cifar10(root, valid_size=5).train) == 15
+
+
+def test_download_gives_up_after_its_retries_and_leaves_nothing(tmp_path):
+    root = tmp_path / "data"
+    with pytest.raises(ConnectionError, match="after 3 attempts; check the network, or download the archive by hand"):
+        download_cifar10(root, url=closed_port_url(), progress=False, retries=2, wait=0.01)
+    assert not root.exists()
 
 
 def test_download_skipped_when_present(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("network accessed")
 
-    monkeypatch.setattr(cifar10.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(replab.data.http.urllib.request, "urlopen", no_network)
     folder = tmp_path / "cifar-10-batches-py"
     write_fake_cifar(folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}

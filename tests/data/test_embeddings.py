@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,7 @@ import pytest
 from replab.cli import main
 from replab.data.embeddings import check_embeddings, download_embeddings
 from replab.runlog import RunDir
+from tests.data.local_server import serve
 
 SHAPES = Path(__file__).parents[1] / "text" / "data" / "params_shapes.json"  # GPT-1's real params_shapes.json
 NEEDED = 3  # shards that hold the token embeddings (elements 393,216 .. 31,480,320 of 116,534,784)
@@ -40,40 +38,12 @@ def weights(tmp_path_factory):
     return www, arrays[1].reshape(shapes[1])
 
 
-class FlakyHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; answers 503 to the first request of each path listed in ``fail_once``."""
-
-    def __init__(self, *args, log, fail_once, **kwargs):
-        self.log_list, self.fail_once = log, fail_once
-        super().__init__(*args, **kwargs)
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.log_list.append(self.path)
-        if self.path in self.fail_once:
-            self.fail_once.remove(self.path)
-            self.send_error(503)
-            return
-        super().do_GET()
-
-
 @pytest.fixture
 def server(weights):
-    """(base URL, www folder, request log, paths to fail once, the expected token block)."""
+    """(base URL, www folder, request log, paths to fail once with a 503, the expected token block)."""
     www, expected = weights
-    requests, fail_once = [], set()
-    handler = functools.partial(FlakyHandler, directory=str(www), log=requests, fail_once=fail_once)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", www, requests, fail_once, expected
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serve(www) as local:
+        yield local.base, www, local.requests, local.fail_once, expected
 
 
 def test_shapes_file_is_gpt1s_layout():
@@ -142,15 +112,8 @@ def test_wrong_layout_is_refused(tmp_path):
     www = tmp_path / "www"
     www.mkdir()
     (www / "params_shapes.json").write_text("[[40478, 768], [512, 768]]")
-    handler = functools.partial(FlakyHandler, directory=str(www), log=[], fail_once=set())
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        with pytest.raises(ValueError, match="does not start with GPT-1's position"):
-            download_embeddings(tmp_path / "data", url=f"http://127.0.0.1:{httpd.server_address[1]}", progress=False)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve(www) as local, pytest.raises(ValueError, match="does not start with GPT-1's position"):
+        download_embeddings(tmp_path / "data", url=local.base, progress=False)
 
 
 def test_cli_download_then_an_lstm_run_uses_them_frozen_and_tied_and_writes(tmp_path, server, data_root, capsys):
