@@ -11,8 +11,9 @@ The model is the spec's ``LSTM()`` (vocabulary 40,479, embeddings 768 frozen and
 hidden 512, 1 layer), on a fixed batch of random token ids (B=16 x T=256), optimiser ``torch.optim.Adam``
 (lr 1e-3). Every sequence starts from zero hidden states. Contestants:
 
-* replab: the trainer's path, ``hidden_features`` -> ``token_nll`` (the output projection fused with the
-  cross-entropy, chunk by chunk of rows: no (B*T, V) tensor) -> ``masked_sequence_mean``;
+* replab: the trainer's path, ``model(source, targets=, mask=)`` -> ``sequence_nll`` (the output projection fused
+  with the cross-entropy and the loss, chunk by chunk of rows: no (B*T, V) tensor, gradients computed in the
+  same pass);
 * reference: ``model.forward`` (full ``log_softmax`` over the vocabulary) -> ``model.loss`` (gather, masked
   per-sequence mean), the spec's straightforward path.
 
@@ -37,7 +38,7 @@ import time
 import torch
 
 from benchmarks import common
-from replab.models.lstm import LSTM, masked_sequence_mean, token_nll
+from replab.models.lstm import LSTM
 
 NAME = "lstm_step"
 MODES = ("fp32", "bf16")
@@ -75,9 +76,8 @@ def make_steps(model: LSTM, source, target, mask, amp_dtype):
 
     def replab_loss():
         with autocast():
-            features, _ = model.hidden_features(source, model.initial_states(batch, source.device))
-            nll = token_nll(model, features, target, mask)
-            return masked_sequence_mean(nll, mask)
+            loss, _ = model(source, targets=target, mask=mask)
+            return loss
 
     def reference_loss():
         with autocast():

@@ -21,7 +21,6 @@ from replab.data.embeddings import EMBEDDINGS_FILE
 from replab.data.wikitext2 import Wikitext2
 from replab.experiments import Experiment, RunSettings
 from replab.models import IMAGE_CLASSIFICATION, LANGUAGE_MODELING
-from replab.models.lstm import masked_sequence_mean
 from replab.runlog import RunDir
 
 log = logging.getLogger("replab.tasks")
@@ -145,12 +144,11 @@ class LanguageModelingTask(Task):
         return self._batches(dataset, torch.arange(len(dataset)), rank, world_size)
 
     def step(self, objective, batch):
-        """The model's forward with targets: the NLL of each target token (fused output layer, see
-        ``LSTM.forward``), every sequence from zero hidden states; the loss is ``masked_sequence_mean`` of those NLLs,
-        as the specification's ``LSTM.loss`` computes it from log-probabilities."""
+        """The model's forward with targets (fused output layer and loss, see ``LSTM.forward``), every sequence
+        from zero hidden states: the specification's loss (``LSTM.loss``: per-sequence mean NLL, then the mean
+        over sequences) and the NLL of each target token, summed for the perplexity."""
         mask = batch["mask"]
-        nll = objective(batch["source"], targets=batch["target"], mask=mask)
-        loss = masked_sequence_mean(nll, mask)
+        loss, nll = objective(batch["source"], targets=batch["target"], mask=mask)
         stats = {"loss_sum": (nll.detach() * mask).sum(), "count": mask.sum(), "items": mask.sum()}
         return loss, stats
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from replab.models.lstm import LSTM, masked_sequence_mean
+from replab.models.lstm import LSTM
 
 
 @pytest.mark.parametrize("batch, length", [(3, 7), (4, 16)])
@@ -21,9 +21,9 @@ def test_language_model_objective_with_padding_equals_spec_forward_and_loss(batc
     expected = model.loss(log_probas, target, mask)
     expected_grads = torch.autograd.grad(expected, [p for p in model.parameters() if p.requires_grad])
 
-    nll = model(source, targets=target, mask=mask)  # the training path: forward with targets
-    assert torch.all(nll[mask == 0] == 0)
-    loss = masked_sequence_mean(nll, mask)
+    loss, nll = model(source, targets=target, mask=mask)  # the training path: forward with targets
+    assert torch.all(nll[mask == 0] == 0) and not nll.requires_grad
+    torch.testing.assert_close(nll * mask, -log_probas.gather(-1, target[..., None]).squeeze(-1) * mask)
     grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
     torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
     for got, want in zip(grads, expected_grads, strict=True):

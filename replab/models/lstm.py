@@ -99,17 +99,19 @@ class LSTM(nn.Module):
         inputs: (B, T) int64 token ids; hidden_states: (h, c), each (L, B, Hd) (None: zeros).
         Returns ``(log_probas (B, T, V), (h, c))``, the final hidden state of the LSTM.
 
-        With ``targets`` (B, T) int64 (and optionally ``mask`` (B, T)), it returns instead the negative
-        log-likelihood of each target, ``-log_probas.gather(-1, targets)`` (B, T) float32, 0 where ``mask`` is 0,
-        through ``token_nll``: the output layer and the log-softmax fused, the (B, T, V) log-probabilities never
-        held. That is the training path (``loss`` of those NLLs is ``masked_sequence_mean(nll, mask)``): it goes
-        through ``forward`` so that DDP and ``torch.compile`` wrap the model itself.
+        With ``targets`` (B, T) int64 (and optionally ``mask`` (B, T), None: every position counts), it returns
+        instead ``(loss, nll)``: ``loss`` the specification's loss (``self.loss`` of the log-probabilities: the
+        per-sequence mean NLL, then the mean over sequences), a scalar with gradients; ``nll`` (B, T) float32, the
+        negative log-likelihood of each target without gradient, 0 where ``mask`` is 0. Both come from
+        ``sequence_nll``: the output layer, the log-softmax and the loss fused, the (B, T, V) log-probabilities
+        never held. That is the training path: it goes through ``forward`` so that DDP and ``torch.compile`` wrap
+        the model itself.
         """
         if hidden_states is None:
             hidden_states = self.initial_states(inputs.shape[0], device=inputs.device)
         features, hidden_states = self.hidden_features(inputs, hidden_states)
         if targets is not None:
-            return token_nll(self, features, targets, mask)
+            return sequence_nll(self, features, targets, mask)
         logits = self.classifier.output(features)
         return torch.log_softmax(logits.float(), dim=-1), hidden_states
 
@@ -161,6 +163,35 @@ def masked_sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     per_sequence = (values * mask).sum(dim=1) / counts.clamp_min(1.0)
     present = (counts > 0).to(values.dtype)
     return (per_sequence * present).sum() / present.sum().clamp_min(1.0)
+
+
+def sequence_mean_weights(mask: torch.Tensor) -> torch.Tensor:
+    """The weight of each position in ``masked_sequence_mean``: ``sum(values * weights) == masked_sequence_mean(
+    values, mask)`` for any values. mask: (B, T) -> (B, T) float32; ``mask / T_j / S`` with ``T_j`` the sequence's
+    unmasked positions and ``S`` the number of sequences that have any (0 where the mask is 0)."""
+    mask = mask.float()
+    counts = mask.sum(dim=1, keepdim=True)
+    present = (counts > 0).float()
+    return mask / counts.clamp_min(1.0) * present / present.sum().clamp_min(1.0)
+
+
+def sequence_nll(
+    model: LSTM, features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The specification's loss and the per-token NLL from the classifier features, fused (``LSTM.forward`` with
+    targets).
+
+    features: (B, T, embedding_size); targets: (B, T); mask (optional): (B, T), 1 where a prediction counts
+    -> ``(loss, nll)``: ``loss`` scalar, equal to ``masked_sequence_mean(nll, mask)`` in value and gradients;
+    ``nll`` (B, T) float32 without gradient, 0 where the mask is 0. Through ``fused_linear_weighted_nll``, which
+    knows each position's weight in the loss and so computes the gradients in the same pass as the loss.
+    """
+    if mask is None:
+        mask = torch.ones(targets.shape, device=targets.device)
+    weights = sequence_mean_weights(mask)
+    loss, nll = fused_linear_weighted_nll(features.flatten(0, 1), model.classifier.output.weight, targets.flatten(),
+                                          weights.flatten())
+    return loss, nll.view(targets.shape)
 
 
 def token_nll(
@@ -238,6 +269,51 @@ def fused_linear_nll(
 _UNDERFLOW_NLL = 69.0
 
 
+def _softmax_chunks(x, w, targets, rows, chunk, target_logits=False):
+    """The rows of ``x`` (all, or those listed in ``rows``), ``chunk`` at a time, with their float32 softmax over
+    ``x @ w.T`` and the NLL of their targets (see ``fused_linear_nll``).
+
+    Yields ``(index, xc, tc, probas, buffer, nll_c, target_logit_c)``: ``index`` the chunk's rows (a slice, or
+    indices into ``rows``); ``xc`` (m, E), ``tc`` (m, 1) their features and targets; ``probas`` (m, V) float32
+    their softmax, which the caller may overwrite; ``buffer`` (m, V) in ``x``'s dtype, free for the caller (it is
+    ``probas`` itself for float32 on the CPU); ``nll_c`` (m,); ``target_logit_c`` (m,) their targets' logits when
+    ``target_logits``, else None. The buffers are reused from chunk to chunk.
+    """
+    count = x.shape[0] if rows is None else rows.numel()
+    size = min(chunk, count)
+    logits = x.new_empty(size, w.shape[0])
+    # float32 on the CPU: the softmax overwrites the logits in place (the kernel reads each row before writing
+    # it; tested); elsewhere, or from another dtype, into its own float32 buffer
+    in_place = x.dtype == torch.float32 and x.device.type == "cpu"
+    softmax = logits if in_place else logits.new_empty(logits.shape, dtype=torch.float32)
+    for start in range(0, count, chunk):
+        stop = min(start + chunk, count)
+        index = slice(start, stop) if rows is None else rows[start:stop]
+        xc, tc = x[index], targets[index].unsqueeze(1)
+        m = stop - start
+        lc, sc = logits[:m], softmax[:m]
+        torch.mm(xc, w.t(), out=lc)
+        # the target's logit, before the softmax overwrites float32 logits in place
+        target_logit_c = lc.gather(1, tc).squeeze(1).float() if target_logits else None
+        probas = torch.softmax(lc, -1, dtype=torch.float32, out=sc)
+        nll_c = probas.gather(1, tc).squeeze(1).log_().neg_()
+        tiny = nll_c > _UNDERFLOW_NLL  # target probability (nearly) underflowed: recompute those rows
+        if tiny.any():
+            tiny = tiny.nonzero().squeeze(1)
+            exact = torch.log_softmax(torch.mm(xc[tiny], w.t()), -1, dtype=torch.float32)
+            nll_c[tiny] = exact.gather(1, tc[tiny]).squeeze(1).neg()
+        yield index, xc, tc, probas, lc, nll_c, target_logit_c
+
+
+def _softmax_minus_onehot(probas, tc, buffer, row_scale=None):
+    """``probas - onehot(tc)`` (each row times ``row_scale`` if given), in place, returned in ``buffer``'s dtype
+    (copied there when that is not float32): the gradient of the NLL with respect to the logits."""
+    probas.scatter_add_(1, tc, probas.new_full(tc.shape, -1.0))
+    if row_scale is not None:
+        probas.mul_(row_scale.unsqueeze(1))
+    return probas if buffer.dtype == torch.float32 else buffer.copy_(probas)
+
+
 class _FusedLinearNLL(torch.autograd.Function):
     """The autograd function behind ``fused_linear_nll`` (inputs as documented there, already checked)."""
 
@@ -251,40 +327,17 @@ class _FusedLinearNLL(torch.autograd.Function):
         with torch.autocast(features.device.type, enabled=False):
             x = features.detach().to(compute_dtype)
             w = weight.detach().to(compute_dtype)
-            count = n if rows is None else rows.numel()
-            size = min(chunk, count)
-            logits = x.new_empty(size, w.shape[0])
-            # float32 on the CPU: the softmax overwrites the logits in place (the kernel reads each row before
-            # writing it; tested); elsewhere, or from another dtype, into its own float32 buffer
-            in_place = compute_dtype == torch.float32 and x.device.type == "cpu"
-            softmax = logits if in_place else logits.new_empty(logits.shape, dtype=torch.float32)
-            for start in range(0, count, chunk):
-                stop = min(start + chunk, count)
-                index = slice(start, stop) if rows is None else rows[start:stop]
-                xc, tc = x[index], targets[index].unsqueeze(1)
-                m = stop - start
-                lc, sc = logits[:m], softmax[:m]
-                torch.mm(xc, w.t(), out=lc)
-                if need_w:  # the target's logit, before the softmax overwrites float32 logits in place
-                    target_logits = lc.gather(1, tc).squeeze(1).float()
-                probas = torch.softmax(lc, -1, dtype=torch.float32, out=sc)
-                nll_c = probas.gather(1, tc).squeeze(1).log_().neg_()
-                tiny = nll_c > _UNDERFLOW_NLL  # target probability (nearly) underflowed: recompute those rows
-                if tiny.any():
-                    tiny = tiny.nonzero().squeeze(1)
-                    exact = torch.log_softmax(torch.mm(xc[tiny], w.t()), -1, dtype=torch.float32)
-                    nll_c[tiny] = exact.gather(1, tc[tiny]).squeeze(1).neg()
+            for index, _, tc, probas, buffer, nll_c, target_logit_c in _softmax_chunks(x, w, targets, rows, chunk,
+                                                                                        target_logits=need_w):
                 nll[index] = nll_c
                 if need_w:  # log-sum-exp = nll + target logit
-                    lse[index] = nll_c + target_logits
+                    lse[index] = nll_c + target_logit_c
                 if need_x:  # d nll / d x = (softmax - onehot) @ w
-                    probas.scatter_add_(1, tc, probas.new_full(tc.shape, -1.0))
-                    if compute_dtype != torch.float32:
-                        probas = lc.copy_(probas)
+                    gradient = _softmax_minus_onehot(probas, tc, buffer)
                     if rows is None:
-                        torch.mm(probas, w, out=grad_x[index])
+                        torch.mm(gradient, w, out=grad_x[index])
                     else:
-                        grad_x[index] = torch.mm(probas, w)
+                        grad_x[index] = torch.mm(gradient, w)
         ctx.compute_dtype, ctx.chunk, ctx.features_dtype = compute_dtype, chunk, features.dtype
         ctx.save_for_backward(grad_x, features if need_w else None, weight if need_w else None, targets, rows, lse)
         return nll
@@ -322,3 +375,76 @@ def _weight_gradient(features, weight, targets, rows, lse, grad_nll, compute_dty
         else:
             grad_w += torch.mm(probas.to(compute_dtype).t(), xc).float()
     return grad_w.to(weight.dtype)
+
+
+def fused_linear_weighted_nll(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    row_weights: torch.Tensor,
+    chunk_rows: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loss = sum_n row_weights[n] * nll[n]`` with ``nll`` as ``fused_linear_nll`` computes it, and ``nll``.
+
+    features: (N, E); weight: (V, E); targets: (N,) int64; row_weights: (N,), no gradient; rows of weight 0 are
+    skipped (NLL 0) -> ``(loss, nll)``: ``loss`` a float32 scalar with gradients for ``features`` and ``weight``;
+    ``nll`` (N,) float32, without gradient.
+
+    Knowing how each row enters the loss, it computes both gradients in the same pass over the chunks as the loss
+    (``(softmax - onehot) * row_weight`` times ``weight`` and times ``features``, as fused linear cross-entropy
+    kernels do), keeping only the (N, E) and (V, E) results; backward just scales them by the loss's gradient.
+    With a learned ``weight`` that is three matrix products of the output layer's size instead of
+    ``fused_linear_nll``'s four (its backward recomputes the logits).
+    """
+    if features.ndim != 2 or weight.ndim != 2 or features.shape[1] != weight.shape[1]:
+        raise ValueError(f"expected features (N, E) and weight (V, E), got {tuple(features.shape)}, "
+                         f"{tuple(weight.shape)}")
+    if targets.shape != features.shape[:1] or row_weights.shape != features.shape[:1]:
+        raise ValueError(f"targets and row_weights must have shape ({features.shape[0]},), got "
+                         f"{tuple(targets.shape)} and {tuple(row_weights.shape)}")
+    compute_dtype = _autocast_dtype(features.device.type) or torch.promote_types(features.dtype, weight.dtype)
+    chunk = int(chunk_rows) if chunk_rows else _chunk_rows(weight.shape[0], features.device)
+    return _FusedLinearWeightedNLL.apply(features, weight, targets, row_weights.detach().float(), compute_dtype,
+                                         chunk)
+
+
+class _FusedLinearWeightedNLL(torch.autograd.Function):
+    """The autograd function behind ``fused_linear_weighted_nll`` (inputs as documented there, already checked)."""
+
+    @staticmethod
+    def forward(ctx, features, weight, targets, row_weights, compute_dtype, chunk):
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        nll = features.new_zeros(features.shape[0], dtype=torch.float32)
+        grad_x = features.new_zeros(features.shape, dtype=compute_dtype) if need_x else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        rows = row_weights.nonzero().squeeze(1)
+        if rows.numel() == features.shape[0]:
+            rows = None  # every row counts: contiguous chunks, no gathers
+        with torch.autocast(features.device.type, enabled=False):
+            x = features.detach().to(compute_dtype)
+            w = weight.detach().to(compute_dtype)
+            for index, xc, tc, probas, buffer, nll_c, _ in _softmax_chunks(x, w, targets, rows, chunk):
+                nll[index] = nll_c
+                if need_x or need_w:  # d loss / d logits = (softmax - onehot) * row weight
+                    gradient = _softmax_minus_onehot(probas, tc, buffer, row_weights[index])
+                    if need_x:
+                        grad_x[index] = torch.mm(gradient, w)
+                    if need_w:
+                        if compute_dtype == torch.float32:
+                            grad_w.addmm_(gradient.t(), xc)
+                        else:
+                            grad_w += torch.mm(gradient.t(), xc).float()
+        loss = (nll * row_weights).sum()
+        ctx.mark_non_differentiable(nll)
+        ctx.dtypes = features.dtype, weight.dtype
+        ctx.save_for_backward(grad_x, grad_w)
+        return loss, nll
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss, _grad_nll):
+        grad_x, grad_w = ctx.saved_tensors
+        features_dtype, weight_dtype = ctx.dtypes
+        grad_features = None if grad_x is None else (grad_x * grad_loss.to(grad_x.dtype)).to(features_dtype)
+        grad_weight = None if grad_w is None else (grad_w * grad_loss.float()).to(weight_dtype)
+        return grad_features, grad_weight, None, None, None, None

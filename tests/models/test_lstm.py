@@ -5,7 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from replab.models.lstm import LSTM, fused_linear_nll, masked_sequence_mean, token_nll
+from replab.models.lstm import (
+    LSTM,
+    fused_linear_nll,
+    fused_linear_weighted_nll,
+    masked_sequence_mean,
+    sequence_mean_weights,
+    token_nll,
+)
 
 
 def small_model(**kwargs):
@@ -283,6 +290,112 @@ def test_fused_nll_rejects_bad_shapes():
         fused_linear_nll(torch.randn(3, 4), torch.randn(5, 4), torch.zeros(2, dtype=torch.long))
 
 
+# ------------------------------------------------------------- the loss fused too: gradients in the forward pass
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (5, 2)])
+@pytest.mark.parametrize("seed", range(4))
+def test_sequence_mean_weights_give_masked_sequence_mean(shape, seed):
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(shape, generator=generator)
+    mask = (torch.rand(shape, generator=generator) < 0.6).float()
+    weights = sequence_mean_weights(mask)
+    assert torch.all(weights[mask == 0] == 0) and torch.all(weights[mask == 1] > 0)
+    torch.testing.assert_close((values * weights).sum(), masked_sequence_mean(values, mask))
+    assert (values * sequence_mean_weights(torch.zeros(shape))).sum().item() == 0.0
+
+
+def weighted_reference(x, w, t, row_weights):
+    nll = -torch.log_softmax(x @ w.T, -1).gather(1, t[:, None]).squeeze(1)
+    return (nll * row_weights).sum(), nll
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 1, 3, 1000])
+@pytest.mark.parametrize("need", ["both", "features", "weight"])
+def test_weighted_nll_equals_autograd_values_and_gradients(chunk_rows, need):
+    torch.manual_seed(7)
+    x = torch.randn(13, 8, requires_grad=need in ("both", "features"))
+    w = torch.randn(40, 8, requires_grad=need in ("both", "weight"))
+    t = torch.randint(0, 40, (13,))
+    row_weights = torch.rand(13)
+    row_weights[[2, 3, 11]] = 0  # skipped rows: NLL 0, no gradient
+    expected_loss, expected_nll = weighted_reference(x, w, t, row_weights)
+    loss, nll = fused_linear_weighted_nll(x, w, t, row_weights, chunk_rows)
+    assert loss.shape == () and loss.dtype == torch.float32 and not nll.requires_grad
+    torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(nll, expected_nll.detach() * (row_weights != 0), atol=1e-5, rtol=1e-5)
+    inputs = [p for p in (x, w) if p.requires_grad]
+    for got, want in zip(torch.autograd.grad(2.5 * loss, inputs), torch.autograd.grad(2.5 * expected_loss, inputs),
+                         strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("learn", [False, True])
+@pytest.mark.parametrize("chunk_rows", [None, 2, 5])
+def test_forward_with_targets_equals_forward_and_loss_values_and_gradients(learn, chunk_rows, monkeypatch):
+    """The training path (forward with targets, through ``fused_linear_weighted_nll``) against the spec's path
+    (forward -> loss), every learnable parameter's gradient, with padded and empty sequences."""
+    import replab.models.lstm as lstm
+
+    if chunk_rows:
+        monkeypatch.setattr(lstm, "_chunk_rows", lambda *args: chunk_rows)
+    torch.manual_seed(8)
+    model = small_model(learn_embeddings=learn)
+    inputs, targets = torch.randint(0, 50, (4, 7)), torch.randint(0, 50, (4, 7))
+    mask = torch.ones(4, 7)
+    mask[0, 3:] = 0
+    mask[2] = 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    log_probas, _ = model(inputs)
+    expected = model.loss(log_probas, targets, mask)
+    loss, _ = model(inputs, targets=targets, mask=mask)
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=1e-5)
+    for got, want in zip(torch.autograd.grad(loss, params), torch.autograd.grad(expected, params), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
+
+
+def test_weighted_nll_in_float64_without_gradients_and_underflowing():
+    x, w = torch.randn(5, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64)
+    t, row_weights = torch.randint(0, 9, (5,)), torch.rand(5, dtype=torch.float64)
+    with torch.no_grad():
+        loss, nll = fused_linear_weighted_nll(x, w, t, row_weights, chunk_rows=2)
+    expected_loss, expected_nll = weighted_reference(x, w, t, row_weights)
+    torch.testing.assert_close(nll, expected_nll.float())
+    torch.testing.assert_close(loss, expected_loss.float())
+    x.requires_grad_()
+    (grad,) = torch.autograd.grad(fused_linear_weighted_nll(x, w, t, row_weights)[0], [x])
+    assert grad.dtype == torch.float64
+    torch.testing.assert_close(grad, torch.autograd.grad(weighted_reference(x, w, t, row_weights)[0], [x])[0])
+    far = torch.eye(4, 6, requires_grad=True)  # target probabilities that underflow in float32
+    wide = torch.zeros(7, 6)
+    wide[0, :4] = 500.0
+    t = torch.tensor([3, 0, 5, 6])
+    loss, nll = fused_linear_weighted_nll(far, wide, t, torch.ones(4), chunk_rows=3)
+    expected_loss, expected_nll = weighted_reference(far, wide, t, torch.ones(4))
+    torch.testing.assert_close(nll, expected_nll.detach())
+    torch.testing.assert_close(torch.autograd.grad(loss, [far])[0], torch.autograd.grad(expected_loss, [far])[0])
+
+
+def test_weighted_nll_bf16_autocast_close_to_the_autocast_reference():
+    torch.manual_seed(9)
+    x = torch.randn(37, 24, requires_grad=True)
+    w = torch.randn(300, 24, requires_grad=True)
+    t, row_weights = torch.randint(0, 300, (37,)), torch.rand(37)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nll = -torch.log_softmax(F.linear(x, w).float(), -1).gather(1, t[:, None]).squeeze(1)
+        expected = (nll * row_weights).sum()
+        loss, got_nll = fused_linear_weighted_nll(x, w, t, row_weights, chunk_rows=8)
+    torch.testing.assert_close(got_nll, nll.detach(), atol=1e-5, rtol=1e-5)  # same bf16 logits, float32 softmax
+    torch.testing.assert_close(loss, expected, atol=1e-4, rtol=1e-5)
+    for a, b in zip(torch.autograd.grad(loss, [x, w]), torch.autograd.grad(expected, [x, w]), strict=True):
+        torch.testing.assert_close(a, b, atol=0.05 * b.abs().max().item(), rtol=0.02)
+
+
+def test_weighted_nll_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="features"):
+        fused_linear_weighted_nll(torch.randn(3, 4), torch.randn(5, 6), torch.zeros(3, dtype=torch.long), torch.ones(3))
+    with pytest.raises(ValueError, match="row_weights"):
+        fused_linear_weighted_nll(torch.randn(3, 4), torch.randn(5, 4), torch.zeros(3, dtype=torch.long), torch.ones(2))
+
+
 def test_the_classifier_layers_are_named_and_old_state_dicts_load():
     model = small_model()
     assert model.classifier.hidden is model.classifier[0] and model.classifier.relu is model.classifier[1]
@@ -300,13 +413,15 @@ def test_the_classifier_layers_are_named_and_old_state_dicts_load():
     assert model.classifier.output.weight is model.embedding.weight  # still tied after loading
 
 
-def test_forward_with_targets_is_the_nll_of_forward():
+def test_forward_with_targets_is_the_loss_and_the_nll_of_forward():
     model = small_model(learn_embeddings=True)
     inputs, targets = torch.randint(1, 50, (3, 6)), torch.randint(1, 50, (3, 6))
     mask = torch.ones(3, 6)
     mask[1, 4:] = 0
     log_probas, _ = model(inputs, model.initial_states(3))
     expected = -log_probas.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask
-    nll = model(inputs, targets=targets, mask=mask)
+    loss, nll = model(inputs, targets=targets, mask=mask)
     torch.testing.assert_close(nll, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(masked_sequence_mean(nll, mask), model.loss(log_probas, targets, mask))
+    torch.testing.assert_close(loss, model.loss(log_probas, targets, mask))
+    unmasked, _ = model(inputs, targets=targets)  # no mask: every position counts
+    torch.testing.assert_close(unmasked, model.loss(log_probas, targets, torch.ones(3, 6)))
