@@ -199,9 +199,10 @@ def token_nll(
 ) -> torch.Tensor:
     """Per-token negative log-likelihood from the classifier features, without materialising log-probabilities.
 
-    Mathematically equal to ``-model.forward(...)[0].gather(-1, targets)``, values and gradients, for any use of the
-    NLLs (training uses ``sequence_nll``, which also fuses the loss): the tied output projection and the log-softmax are fused by ``fused_linear_nll``, which works
-    through the rows in chunks and never holds the (B * T, V) log-probabilities (see there).
+    Mathematically equal to ``-model.forward(...)[0].gather(-1, targets)``, values and gradients, for any use of
+    the NLLs (training uses ``sequence_nll``, which fuses the loss too): the tied output projection and the
+    log-softmax are fused by ``fused_linear_nll``, which works through the rows in chunks and never holds the
+    (B * T, V) log-probabilities (see there).
     features: (B, T, embedding_size); targets: (B, T); mask (optional): (B, T), positions where it is 0 are not
     computed and get an NLL of 0 (they carry no weight in ``masked_sequence_mean``) -> (B, T) float32.
     """
