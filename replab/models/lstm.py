@@ -262,7 +262,7 @@ def fused_linear_nll(
     if rows is not None and rows.numel() == features.shape[0]:
         rows = None  # nothing masked: contiguous chunks, no gathers
     chunk = int(chunk_rows) if chunk_rows else _chunk_rows(weight.shape[0], features.device)
-    return _FusedLinearNLL.apply(features, weight, targets, rows, compute_dtype, chunk)
+    return _FusedLinearNLL.apply(features, weight, targets, rows, compute_dtype, chunk, torch.is_grad_enabled())
 
 
 # Above this NLL (target probability below ~1e-30) the float32 softmax's target probability is too close to
@@ -306,6 +306,12 @@ def _softmax_chunks(x, w, targets, rows, chunk, target_logits=False):
         yield index, xc, tc, probas, lc, nll_c, target_logit_c
 
 
+def _gradients_needed(ctx, grad_enabled: bool) -> tuple[bool, bool]:
+    """Whether the features and the weight need gradients. ``ctx.needs_input_grad`` says True for a parameter
+    that requires grad even under ``torch.no_grad()`` (evaluation), where computing it would be wasted work."""
+    return grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
+
+
 def _softmax_minus_onehot(probas, tc, buffer, row_scale=None):
     """``probas - onehot(tc)`` (each row times ``row_scale`` if given), in place, returned in ``buffer``'s dtype
     (copied there when that is not float32): the gradient of the NLL with respect to the logits."""
@@ -319,8 +325,8 @@ class _FusedLinearNLL(torch.autograd.Function):
     """The autograd function behind ``fused_linear_nll`` (inputs as documented there, already checked)."""
 
     @staticmethod
-    def forward(ctx, features, weight, targets, rows, compute_dtype, chunk):
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    def forward(ctx, features, weight, targets, rows, compute_dtype, chunk, grad_enabled):
+        need_x, need_w = _gradients_needed(ctx, grad_enabled)
         n = features.shape[0]
         nll = features.new_zeros(n, dtype=torch.float32)
         lse = features.new_zeros(n, dtype=torch.float32) if need_w else None
@@ -355,7 +361,7 @@ class _FusedLinearNLL(torch.autograd.Function):
             with torch.autocast(grad_nll.device.type, enabled=False):
                 grad_weight = _weight_gradient(features, weight, targets, rows, lse, grad_nll, ctx.compute_dtype,
                                                ctx.chunk)
-        return grad_features, grad_weight, None, None, None, None
+        return grad_features, grad_weight, None, None, None, None, None
 
 
 def _weight_gradient(features, weight, targets, rows, lse, grad_nll, compute_dtype, chunk) -> torch.Tensor:
@@ -406,15 +412,15 @@ def fused_linear_weighted_nll(
     compute_dtype = _autocast_dtype(features.device.type) or torch.promote_types(features.dtype, weight.dtype)
     chunk = int(chunk_rows) if chunk_rows else _chunk_rows(weight.shape[0], features.device)
     return _FusedLinearWeightedNLL.apply(features, weight, targets, row_weights.detach().float(), compute_dtype,
-                                         chunk)
+                                         chunk, torch.is_grad_enabled())
 
 
 class _FusedLinearWeightedNLL(torch.autograd.Function):
     """The autograd function behind ``fused_linear_weighted_nll`` (inputs as documented there, already checked)."""
 
     @staticmethod
-    def forward(ctx, features, weight, targets, row_weights, compute_dtype, chunk):
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    def forward(ctx, features, weight, targets, row_weights, compute_dtype, chunk, grad_enabled):
+        need_x, need_w = _gradients_needed(ctx, grad_enabled)
         nll = features.new_zeros(features.shape[0], dtype=torch.float32)
         grad_x = features.new_zeros(features.shape, dtype=compute_dtype) if need_x else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
@@ -448,4 +454,4 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
         features_dtype, weight_dtype = ctx.dtypes
         grad_features = None if grad_x is None else (grad_x * grad_loss.to(grad_x.dtype)).to(features_dtype)
         grad_weight = None if grad_w is None else (grad_w * grad_loss.float()).to(weight_dtype)
-        return grad_features, grad_weight, None, None, None, None
+        return grad_features, grad_weight, None, None, None, None, None

@@ -389,6 +389,31 @@ def test_weighted_nll_bf16_autocast_close_to_the_autocast_reference():
         torch.testing.assert_close(a, b, atol=0.05 * b.abs().max().item(), rtol=0.02)
 
 
+@pytest.mark.parametrize("fused", ["weighted", "per_token"])
+def test_no_gradient_work_under_no_grad_even_for_parameters_that_require_grad(fused, monkeypatch):
+    """Evaluation (``torch.no_grad()``) of a model whose tied embeddings are learned: only the NLL is computed,
+    not the (softmax - onehot) gradient terms nor their matrix products; with grad mode on, they are."""
+    import replab.models.lstm as lstm
+
+    calls = []
+    original = lstm._softmax_minus_onehot
+    monkeypatch.setattr(lstm, "_softmax_minus_onehot", lambda *a, **k: calls.append(1) or original(*a, **k))
+    x, w = torch.randn(6, 4, requires_grad=True), torch.randn(9, 4, requires_grad=True)
+    t = torch.randint(0, 9, (6,))
+
+    def run():
+        if fused == "weighted":
+            return fused_linear_weighted_nll(x, w, t, torch.full((6,), 1 / 6), chunk_rows=4)[1]
+        return fused_linear_nll(x, w, t, chunk_rows=4)
+
+    with torch.no_grad():
+        nll = run()
+    assert calls == [] and not nll.requires_grad
+    torch.testing.assert_close(nll, weighted_reference(x, w, t, torch.ones(6))[1].detach())
+    run()
+    assert len(calls) == 2  # one per chunk of 4 rows
+
+
 def test_weighted_nll_rejects_bad_shapes():
     with pytest.raises(ValueError, match="features"):
         fused_linear_weighted_nll(torch.randn(3, 4), torch.randn(5, 6), torch.zeros(3, dtype=torch.long), torch.ones(3))
