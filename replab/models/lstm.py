@@ -252,17 +252,27 @@ def fused_linear_nll(
     gradient, backward recomputes each chunk's softmax (from the saved log-sum-exp) for ``sum_n g_n (softmax_n -
     onehot_n) features_n``.
     """
+    compute_dtype, chunk = _fused_setup(features, weight, targets, chunk_rows)
+    rows = None if mask is None else _rows_that_count(mask.reshape(-1))
+    return _FusedLinearNLL.apply(features, weight, targets, rows, compute_dtype, chunk, torch.is_grad_enabled())
+
+
+def _fused_setup(features, weight, targets, chunk_rows) -> tuple[torch.dtype, int]:
+    """Checks the fused functions' shared arguments; returns the matrix products' dtype and rows per chunk."""
     if features.ndim != 2 or weight.ndim != 2 or features.shape[1] != weight.shape[1]:
         raise ValueError(f"expected features (N, E) and weight (V, E), got {tuple(features.shape)}, "
                          f"{tuple(weight.shape)}")
     if targets.shape != features.shape[:1]:
         raise ValueError(f"targets must have shape ({features.shape[0]},), got {tuple(targets.shape)}")
     compute_dtype = _autocast_dtype(features.device.type) or torch.promote_types(features.dtype, weight.dtype)
-    rows = None if mask is None else mask.reshape(-1).nonzero().squeeze(1)
-    if rows is not None and rows.numel() == features.shape[0]:
-        rows = None  # nothing masked: contiguous chunks, no gathers
     chunk = int(chunk_rows) if chunk_rows else _chunk_rows(weight.shape[0], features.device)
-    return _FusedLinearNLL.apply(features, weight, targets, rows, compute_dtype, chunk, torch.is_grad_enabled())
+    return compute_dtype, chunk
+
+
+def _rows_that_count(values: torch.Tensor) -> torch.Tensor | None:
+    """The indices of the nonzero ``values`` (N,), or None when all are: contiguous chunks, no gathers."""
+    rows = values.nonzero().squeeze(1)
+    return None if rows.numel() == values.numel() else rows
 
 
 # Above this NLL (target probability below ~1e-30) the float32 softmax's target probability is too close to
@@ -403,14 +413,9 @@ def fused_linear_weighted_nll(
     With a learned ``weight`` that is three matrix products of the output layer's size instead of
     ``fused_linear_nll``'s four (its backward recomputes the logits).
     """
-    if features.ndim != 2 or weight.ndim != 2 or features.shape[1] != weight.shape[1]:
-        raise ValueError(f"expected features (N, E) and weight (V, E), got {tuple(features.shape)}, "
-                         f"{tuple(weight.shape)}")
-    if targets.shape != features.shape[:1] or row_weights.shape != features.shape[:1]:
-        raise ValueError(f"targets and row_weights must have shape ({features.shape[0]},), got "
-                         f"{tuple(targets.shape)} and {tuple(row_weights.shape)}")
-    compute_dtype = _autocast_dtype(features.device.type) or torch.promote_types(features.dtype, weight.dtype)
-    chunk = int(chunk_rows) if chunk_rows else _chunk_rows(weight.shape[0], features.device)
+    if row_weights.shape != features.shape[:1]:
+        raise ValueError(f"row_weights must have shape ({features.shape[0]},), got {tuple(row_weights.shape)}")
+    compute_dtype, chunk = _fused_setup(features, weight, targets, chunk_rows)
     return _FusedLinearWeightedNLL.apply(features, weight, targets, row_weights.detach().float(), compute_dtype,
                                          chunk, torch.is_grad_enabled())
 
@@ -424,9 +429,7 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
         nll = features.new_zeros(features.shape[0], dtype=torch.float32)
         grad_x = features.new_zeros(features.shape, dtype=compute_dtype) if need_x else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
-        rows = row_weights.nonzero().squeeze(1)
-        if rows.numel() == features.shape[0]:
-            rows = None  # every row counts: contiguous chunks, no gathers
+        rows = _rows_that_count(row_weights)
         with torch.autocast(features.device.type, enabled=False):
             x = features.detach().to(compute_dtype)
             w = weight.detach().to(compute_dtype)
