@@ -140,18 +140,8 @@ def choice_findings(study: Study, grid: str) -> list[Finding]:
     absent = sorted({f"{grid}-{n}" for n in range(1, 7)} - {r.id for r in candidates})
     if absent:
         scope += f" (not completed: {', '.join(absent)})"
-    by_time = sorted((r for r in candidates if is_number(r.mean_epoch_seconds)), key=lambda r: r.mean_epoch_seconds)
-    found = []
-    if by_time:
-        fastest, slowest = by_time[0], by_time[-1]
-        text = (f"For wall-clock time: {fastest.description}, {fastest.hyperparameters}. It trains an epoch in "
-                f"{fastest.mean_epoch_seconds:.1f} s on average, the fastest of the {scope}")
-        if slowest is not fastest:
-            text += (f"; the slowest, {slowest.id}, takes {slowest.mean_epoch_seconds:.1f} s "
-                     f"({slowest.mean_epoch_seconds / fastest.mean_epoch_seconds:.1f}× longer)")
-        text += (f". Its best validation {fastest.metric} is {_score(fastest)}, after "
-                 f"{fmt_seconds(fastest.total_seconds)} of training in all.")
-        found.append(Finding(topic, text))
+    timed = [r for r in candidates if r.median_epoch_seconds is not None]
+    found = [Finding(topic, _wall_clock_choice(timed, scope))] if timed else []
     ranked = best_first(candidates)
     best = ranked[0]
     test = best.test()
@@ -163,6 +153,46 @@ def choice_findings(study: Study, grid: str) -> list[Finding]:
         text += f". Runner-up: {runner_up.id} with {_score(runner_up)}; difference {compare(best, runner_up)}"
     found.append(Finding(topic, text + "."))
     return found
+
+
+def _wall_clock_choice(runs: list[RunView], scope: str) -> str:
+    """The configuration for wall-clock time: among those whose epochs cost the least (the quickest one and every
+    run the measurements do not separate from it, see ``RunView.slower_than``), the best on validation."""
+    by_speed = sorted(runs, key=lambda r: r.fastest_epoch_seconds)
+    quickest = by_speed[0]
+    cheapest = [r for r in by_speed if not r.slower_than(quickest)]
+    choice = best_first(cheapest)[0]
+    ranking = ", ".join(f"{r.id} {r.fastest_epoch_seconds:.1f} s" for r in by_speed)
+    text = (f"For wall-clock time: {choice.description}, {choice.hyperparameters}. Fastest training epoch (the "
+            f"one least slowed by other work on the machine) of the {scope}: {ranking}.")
+    if len(cheapest) > 1:
+        others = [r.id for r in cheapest if r is not quickest]
+        one = len(others) == 1
+        text += (f" {_join(others)} {'is' if one else 'are'} not separated from {quickest.id}: "
+                 f"{'its fastest epoch' if one else 'the fastest epoch of each'} is quicker than {quickest.id}'s "
+                 f"median epoch ({quickest.median_epoch_seconds:.1f} s), so the machine's load varied more than "
+                 f"their cost. Of these {len(cheapest)}, {choice.id} reaches the best validation {choice.metric},")
+    else:
+        text += f" {choice.id} reaches a best validation {choice.metric} of"
+    text += f" {_score(choice)}, after {fmt_seconds(choice.total_seconds)} of training in all."
+    if len(cheapest) < len(by_speed):
+        slowest = by_speed[-1]
+        ratio = slowest.fastest_epoch_seconds / quickest.fastest_epoch_seconds
+        text += f" The slowest, {slowest.id}, needs {ratio:.1f}× {quickest.id}'s time at its fastest epoch."
+    return text
+
+
+def time_comparison(a: RunView, b: RunView) -> str:
+    """Training time per epoch of two runs, and whether the measurements separate them."""
+    text = f"{a.seconds_text} vs {b.seconds_text}"
+    slower = a if a.slower_than(b) else b if b.slower_than(a) else None
+    if slower is None:
+        return text + " (not separated: the machine's load varied more than the difference)"
+    return text + f" ({slower.id} slower: even its fastest epoch took longer than the other's median one)"
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 # ------------------------------------------------------------------------------------------------ optimizers
@@ -183,8 +213,8 @@ def optimizer_findings(study: Study, grid: str) -> list[Finding]:
     topic = f"{GRID_TITLES[grid]}: configurations 1-4, only the optimizer changes"
     metric = next(iter(by_optimizer.values())).metric
     listing = "; ".join(
-        f"{display(o)} ({r.id}) {_score(r)}, final training loss {_loss(r)}, "
-        f"{r.mean_epoch_seconds:.1f} s/epoch" for o, r in by_optimizer.items())
+        f"{display(o)} ({r.id}) {_score(r)}, final training loss {_loss(r)}, {r.seconds_text}"
+        for o, r in by_optimizer.items())
     text = f"Best validation {metric}: {listing}."
     unfinished = _unfinished(runs) + [f"{i} missing" for i in study.missing(grid) if i in {f"{grid}-{n}" for n in
                                                                                            range(1, 5)}]
@@ -214,7 +244,7 @@ def norm_findings(study: Study) -> list[Finding]:
             f"layers, {pre.optimizer_name} vs {post.optimizer_name}): best validation accuracy {_score(pre)} vs "
             f"{_score(post)}, difference {compare(pre, post)}. After the first epoch: {first(pre)} vs {first(post)}; "
             f"final training loss {_loss(pre)} vs {_loss(post)}; "
-            f"{pre.mean_epoch_seconds:.1f} vs {post.mean_epoch_seconds:.1f} s/epoch.")
+            f"training time {time_comparison(pre, post)}.")
     return [Finding("PreNorm vs PostNorm (Problem 3 Q5)", text)]
 
 

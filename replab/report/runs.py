@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,13 +260,36 @@ class RunView:
         value = self.record.summary.get(which, {}).get(self.metric)
         return value if is_number(value) else None
 
+    # -- time ------------------------------------------------------------------------------------------
+    # On a machine shared with other work an epoch's time says as much about the load as about the run, so the
+    # report uses robust statistics of the epochs' training seconds: the median (a typical epoch; a minority of
+    # slowed epochs does not move it) and the fastest epoch (the least disturbed one: the best estimate of what
+    # the configuration itself costs, the rule ``timeit`` follows).
     @property
-    def mean_epoch_seconds(self) -> float | None:
-        value = self.record.summary.get("mean_epoch_seconds")
-        if is_number(value):
-            return value
-        seconds = [s for s in self.series("train_seconds") if is_number(s)]
-        return sum(seconds) / len(seconds) if seconds else None
+    def epoch_seconds(self) -> list[float]:
+        """Training seconds of each epoch (those recorded)."""
+        return [s for s in self.series("train_seconds") if is_number(s)]
+
+    @property
+    def median_epoch_seconds(self) -> float | None:
+        return statistics.median(self.epoch_seconds) if self.epoch_seconds else None
+
+    @property
+    def fastest_epoch_seconds(self) -> float | None:
+        return min(self.epoch_seconds, default=None)
+
+    def slower_than(self, other: RunView) -> bool:
+        """Whether this run's epochs cost more than ``other``'s beyond the machine's variation: even its fastest
+        epoch took longer than ``other``'s median one. A difference inside that range may be the load's."""
+        mine, theirs = self.fastest_epoch_seconds, other.median_epoch_seconds
+        return mine is not None and theirs is not None and mine > theirs
+
+    @property
+    def seconds_text(self) -> str:
+        """E.g. ``median 482.5 s/epoch (fastest 262.0 s)``."""
+        if self.median_epoch_seconds is None:
+            return "no epoch time"
+        return f"median {self.median_epoch_seconds:.1f} s/epoch (fastest {self.fastest_epoch_seconds:.1f} s)"
 
     @property
     def total_seconds(self) -> float | None:

@@ -105,7 +105,7 @@ def results_table(study: Study, grid: str) -> Table:
     metric = TASKS[MODELS[grid].task].metric
     short = "acc. (%)" if metric == "accuracy" else "PPL"
     columns = ["No.", "Architecture", "Layers", "Optimizer", f"Train {short}", "Train loss",
-               f"Best val. {short} (epoch)", f"Test {short}", "s/epoch", "Parameters", "Status"]
+               f"Best val. {short} (epoch)", f"Test {short}", "s/epoch (fastest)", "Parameters", "Status"]
     rows = []
     for run in runs:
         best, epoch = run.best
@@ -113,7 +113,8 @@ def results_table(study: Study, grid: str) -> Table:
             str(run.number), run.architecture, str(run.layers), run.optimizer_name,
             _plain(run.final(f"train_{metric}"), metric), _plain(run.final("train_loss"), "loss"),
             f"{_plain(best, metric)} ({epoch})" if best is not None else "—", _plain(run.test(), metric),
-            f"{run.mean_epoch_seconds:.1f}" if is_number(run.mean_epoch_seconds) else "—",
+            (f"{run.median_epoch_seconds:.1f} ({run.fastest_epoch_seconds:.1f})" if run.median_epoch_seconds
+             is not None else "—"),
             fmt_count(run.parameters), run.status_text,
         ])
     bold_column = columns.index(f"Best val. {short} (epoch)")
@@ -134,7 +135,8 @@ def results_table(study: Study, grid: str) -> Table:
         f"{'accuracy' if metric == 'accuracy' else 'perplexity'} and loss of the last epoch (averaged over the "
         f"epoch's batches{', augmented images' if metric == 'accuracy' else ''}); Best val. {short} (epoch): best "
         f"validation {metric} over the epochs and the epoch it was reached; Test {short}: test {metric} of the "
-        f"checkpoint with the best validation {metric}; s/epoch: mean training seconds per epoch; Parameters: "
+        f"checkpoint with the best validation {metric}; s/epoch (fastest): median training seconds per epoch, and "
+        f"those of the fastest epoch (the one least slowed by other work on the machine); Parameters: "
         f"number of model parameters; Status: completed, or how far an unfinished run got; — : no value. "
         f"Sorted by architecture, then layers, then optimizer (Adam, AdamW, SGD, SGD+momentum); {bold_rule}, "
         "among completed runs."

@@ -16,13 +16,14 @@ ENVIRONMENT = {"replab_version": "0.1.0", "git_commit": "0123456789abcdef0123456
                "device_name": "Test CPU", "cuda": None, "cudnn": None, "hostname": "test"}
 
 
-def write_run(root: Path, run_id: str, val: list[float], train: list[float], *, seconds: float = 10.0,
+def write_run(root: Path, run_id: str, val: list[float], train: list[float], *, seconds: float | list[float] = 10.0,
               memory: float = 1000.0, status: str | None = "completed", reason: str | None = None,
               epochs: int | None = None, limit_train_batches: int | None = None, test: float | None = None,
               test_final: float | None = None) -> RunDir:
     """One run of the registry experiment ``run_id`` with the given validation and training scores per epoch.
 
-    Scores are accuracies (fractions) for vit/cnn, perplexities for lstm; losses follow from them. ``status``
+    Scores are accuracies (fractions) for vit/cnn, perplexities for lstm; losses follow from them. ``seconds``:
+    training seconds of every epoch, or one value per epoch. ``status``
     None writes no summary (a run still going or killed); NaN values are stored as null by the writer.
     """
     experiment = dataclasses.replace(EXPERIMENTS[run_id], epochs=epochs or len(val)).resolved()
@@ -42,12 +43,14 @@ def write_run(root: Path, run_id: str, val: list[float], train: list[float], *, 
         "environment": ENVIRONMENT,
         "started": "2026-01-01T00:00:00+0000",
     })
-    records = []
-    for epoch, (v, t) in enumerate(zip(val, train, strict=True), start=1):
+    records, wall = [], 0.0
+    per_epoch = seconds if isinstance(seconds, list) else [seconds] * len(val)
+    for epoch, (v, t, train_seconds) in enumerate(zip(val, train, per_epoch, strict=True), start=1):
+        wall += train_seconds + 1
         record = {
             "epoch": epoch, "train_loss": loss(t), "val_loss": loss(v), f"train_{metric}": t, f"val_{metric}": v,
-            "lr": experiment.lr, "train_seconds": seconds, "eval_seconds": 1.0, "wall_seconds": epoch * (seconds + 1),
-            "throughput": 4500 / seconds, "throughput_unit": "images/s",
+            "lr": experiment.lr, "train_seconds": train_seconds, "eval_seconds": 1.0,
+            "wall_seconds": wall, "throughput": 4500 / train_seconds, "throughput_unit": "images/s",
             "memory": {"source": "rss", "steady_mean_mb": memory, "peak_mb": memory * 1.1, "samples": 50},
         }
         run.append_metrics(record)

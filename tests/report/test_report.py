@@ -15,7 +15,7 @@ from replab.report.figures import grid_overlay
 from replab.report.findings import findings
 from replab.report.runs import load_study
 from replab.report.tables import CNN_REFERENCE, cnn_table, memory_table, results_table, runs_table
-from tests.report.fakes import write_run, write_study
+from tests.report.fakes import rising, write_run, write_study
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_vit_table_is_sorted_and_shows_every_status(study):
     status = column(table, "Status")
     assert status[2] == "diverged (3/5 epochs)" and status[4] == "incomplete (2/5 epochs)"
     assert column(table, "Best val. acc. (%) (epoch)")[5] == "70.00 (3)"
-    assert column(table, "s/epoch")[3] == "8.0"
+    assert column(table, "s/epoch (fastest)")[3] == "8.0 (8.0)"
 
 
 def test_missing_grid_member_is_a_row_in_its_place(study):
@@ -145,12 +145,32 @@ def test_diverged_run_keeps_its_null_values(runs, study):
 # ------------------------------------------------------------------------------------------------ findings
 def test_choices_are_the_planted_ones(study):
     vit = finding_texts(study, "ViT on CIFAR-10: which configuration")
-    assert "For wall-clock time: vit-4 " in vit and "8.0 s on average" in vit  # not vit-7 (config 7), not vit-3
+    assert "For wall-clock time: vit-4 " in vit  # not vit-7 (config 7), not vit-3 (diverged)
+    assert "vit-4 8.0 s, vit-1 12.0 s, vit-2 12.5 s, vit-6 30.0 s." in vit and "not separated" not in vit
     assert "For generalization: vit-6 " in vit and "70.00% (epoch 3)" in vit and "Runner-up: vit-2" in vit
     assert "beyond the sampling noise" in vit
     lstm = finding_texts(study, "LSTM on Wikitext-2: which configuration")
-    assert "For wall-clock time: lstm-3 " in lstm and "35.0 s on average" in lstm
+    assert "For wall-clock time: lstm-3 " in lstm and "lstm-3 35.0 s, lstm-1 40.0 s" in lstm
     assert "For generalization: lstm-5 " in lstm and "150.00 (epoch 5)" in lstm and "not completed: lstm-4" in lstm
+
+
+def test_wall_clock_choice_does_not_read_the_machines_load_as_cost(tmp_path):
+    """Epoch times that overlap (a loaded machine) do not rank configurations: among those the measurements do not
+    separate from the quickest, the best on validation is the choice; a clearly slower one is named as such."""
+    write_run(tmp_path, "vit-1", rising(0.3, 0.60), rising(0.3, 0.7), seconds=[30.0, 9.5, 29.0, 31.0, 28.0])
+    write_run(tmp_path, "vit-3", rising(0.1, 0.20), rising(0.1, 0.2), seconds=[9.0, 9.5, 12.0, 11.0, 10.0])
+    write_run(tmp_path, "vit-2", rising(0.3, 0.55), rising(0.3, 0.6), seconds=[12.0, 40.0, 9.8, 11.5, 50.0])
+    write_run(tmp_path, "vit-5", rising(0.3, 0.65), rising(0.3, 0.7), seconds=[25.0, 26.0, 24.0, 25.0, 25.0])
+    text = finding_texts(load_study([tmp_path]), "ViT on CIFAR-10: which configuration")
+    # vit-3 is the quickest (9.0 s, median 10.0 s); vit-1 (9.5 s at best) and vit-2 (9.8 s) are within its
+    # median, vit-5 (24.0 s at best) is not
+    assert "vit-3 9.0 s, vit-1 9.5 s, vit-2 9.8 s, vit-5 24.0 s" in text
+    assert "vit-1 and vit-2 are not separated from vit-3" in text and "median epoch (10.0 s)" in text
+    assert "For wall-clock time: vit-1 " in text
+    assert "Of these 3, vit-1 reaches the best validation accuracy, 60.00%" in text
+    assert "The slowest, vit-5, needs 2.7× vit-3's time at its fastest epoch" in text
+    text = finding_texts(load_study([tmp_path]), "configurations 1-4, only the optimizer")
+    assert "Adam (vit-1) 60.00% (epoch 5), final training loss 0.750, median 29.0 s/epoch (fastest 9.5 s)" in text
 
 
 def test_optimizer_findings_carry_their_numbers(study):
@@ -165,6 +185,8 @@ def test_optimizer_findings_carry_their_numbers(study):
 def test_prenorm_postnorm_finding(study):
     text = finding_texts(study, "PreNorm vs PostNorm")
     assert "70.00% (epoch 3) vs 72.00% (epoch 5)" in text and "vit-7 better" in text
+    assert ("training time median 30.0 s/epoch (fastest 30.0 s) vs median 5.0 s/epoch (fastest 5.0 s) (vit-6 slower"
+            in text)
 
 
 def test_no_prenorm_postnorm_finding_without_vit7(tmp_path):
