@@ -194,23 +194,6 @@ def sequence_nll(
     return loss, nll.view(targets.shape)
 
 
-def token_nll(
-    model: LSTM, features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Per-token negative log-likelihood from the classifier features, without materialising log-probabilities.
-
-    Mathematically equal to ``-model.forward(...)[0].gather(-1, targets)``, values and gradients, for any use of
-    the NLLs (training uses ``sequence_nll``, which fuses the loss too): the tied output projection and the
-    log-softmax are fused by ``fused_linear_nll``, which works through the rows in chunks and never holds the
-    (B * T, V) log-probabilities (see there).
-    features: (B, T, embedding_size); targets: (B, T); mask (optional): (B, T), positions where it is 0 are not
-    computed and get an NLL of 0 (they carry no weight in ``masked_sequence_mean``) -> (B, T) float32.
-    """
-    nll = fused_linear_nll(features.flatten(0, 1), model.classifier.output.weight, targets.flatten(),
-                           None if mask is None else mask.flatten())
-    return nll.view(targets.shape)
-
-
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
     """The autocast dtype for ``device_type`` if autocast is on there, else None (torch >= 2.3)."""
     try:
@@ -231,34 +214,8 @@ def _chunk_rows(vocabulary_size: int, device: torch.device) -> int:
     return max(16, budget // max(vocabulary_size, 1))
 
 
-def fused_linear_nll(
-    features: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    chunk_rows: int | None = None,
-) -> torch.Tensor:
-    """``-log_softmax(features @ weight.T)[n, targets[n]]`` for every row ``n``, computed chunk by chunk of rows.
-
-    features: (N, E); weight: (V, E); targets: (N,) int64; mask (optional): (N,), rows where it is 0 are skipped
-    (NLL 0, zero gradient) -> (N,) float32. The log-softmax is taken in float32; under autocast the two matrix
-    products run in the autocast dtype, as ``nn.Linear`` would.
-
-    Per chunk: logits -> softmax in place -> NLL = -log(softmax[target]) (rows whose target probability is below
-    ~1e-30, where that logarithm loses precision, are recomputed with ``log_softmax``) -> softmax - onehot.
-    Memory: the logits of one chunk at a time ((chunk_rows, V), reused), never the whole (N, V). When
-    ``features`` needs a gradient, forward also computes the per-row gradient ``(softmax - onehot) @ weight``
-    and keeps only that (N, E); backward scales it by the incoming per-row gradient. When ``weight`` needs a
-    gradient, backward recomputes each chunk's softmax (from the saved log-sum-exp) for ``sum_n g_n (softmax_n -
-    onehot_n) features_n``.
-    """
-    compute_dtype, chunk = _fused_setup(features, weight, targets, chunk_rows)
-    rows = None if mask is None else _rows_that_count(mask.reshape(-1))
-    return _FusedLinearNLL.apply(features, weight, targets, rows, compute_dtype, chunk, torch.is_grad_enabled())
-
-
 def _fused_setup(features, weight, targets, chunk_rows) -> tuple[torch.dtype, int]:
-    """Checks the fused functions' shared arguments; returns the matrix products' dtype and rows per chunk."""
+    """Checks the fused function's arguments; returns the matrix products' dtype and rows per chunk."""
     if features.ndim != 2 or weight.ndim != 2 or features.shape[1] != weight.shape[1]:
         raise ValueError(f"expected features (N, E) and weight (V, E), got {tuple(features.shape)}, "
                          f"{tuple(weight.shape)}")
@@ -280,15 +237,16 @@ def _rows_that_count(values: torch.Tensor) -> torch.Tensor | None:
 _UNDERFLOW_NLL = 69.0
 
 
-def _softmax_chunks(x, w, targets, rows, chunk, target_logits=False):
+def _softmax_chunks(x, w, targets, rows, chunk):
     """The rows of ``x`` (all, or those listed in ``rows``), ``chunk`` at a time, with their float32 softmax over
-    ``x @ w.T`` and the NLL of their targets (see ``fused_linear_nll``).
+    ``x @ w.T`` and the NLL of their targets ``-log(softmax[target])`` (rows whose target probability is below
+    ~1e-30, where that logarithm loses precision, are recomputed with ``log_softmax``).
 
-    Yields ``(index, xc, tc, probas, buffer, nll_c, target_logit_c)``: ``index`` the chunk's rows (a slice, or
-    indices into ``rows``); ``xc`` (m, E), ``tc`` (m, 1) their features and targets; ``probas`` (m, V) float32
-    their softmax, which the caller may overwrite; ``buffer`` (m, V) in ``x``'s dtype, free for the caller (it is
-    ``probas`` itself for float32 on the CPU); ``nll_c`` (m,); ``target_logit_c`` (m,) their targets' logits when
-    ``target_logits``, else None. The buffers are reused from chunk to chunk.
+    Yields ``(index, xc, tc, probas, buffer, nll_c)``: ``index`` the chunk's rows (a slice, or indices into
+    ``rows``); ``xc`` (m, E), ``tc`` (m, 1) their features and targets; ``probas`` (m, V) float32 their softmax,
+    which the caller may overwrite; ``buffer`` (m, V) in ``x``'s dtype, free for the caller (it is ``probas``
+    itself for float32 on the CPU); ``nll_c`` (m,). The buffers are reused from chunk to chunk: memory holds the
+    logits of one chunk, never the whole (N, V).
     """
     count = x.shape[0] if rows is None else rows.numel()
     size = min(chunk, count)
@@ -304,8 +262,6 @@ def _softmax_chunks(x, w, targets, rows, chunk, target_logits=False):
         m = stop - start
         lc, sc = logits[:m], softmax[:m]
         torch.mm(xc, w.t(), out=lc)
-        # the target's logit, before the softmax overwrites float32 logits in place
-        target_logit_c = lc.gather(1, tc).squeeze(1).float() if target_logits else None
         probas = torch.softmax(lc, -1, dtype=torch.float32, out=sc)
         nll_c = probas.gather(1, tc).squeeze(1).log_().neg_()
         tiny = nll_c > _UNDERFLOW_NLL  # target probability (nearly) underflowed: recompute those rows
@@ -313,7 +269,7 @@ def _softmax_chunks(x, w, targets, rows, chunk, target_logits=False):
             tiny = tiny.nonzero().squeeze(1)
             exact = torch.log_softmax(torch.mm(xc[tiny], w.t()), -1, dtype=torch.float32)
             nll_c[tiny] = exact.gather(1, tc[tiny]).squeeze(1).neg()
-        yield index, xc, tc, probas, lc, nll_c, target_logit_c
+        yield index, xc, tc, probas, lc, nll_c
 
 
 def _gradients_needed(ctx, grad_enabled: bool) -> tuple[bool, bool]:
@@ -331,69 +287,6 @@ def _softmax_minus_onehot(probas, tc, buffer, row_scale=None):
     return probas if buffer.dtype == torch.float32 else buffer.copy_(probas)
 
 
-class _FusedLinearNLL(torch.autograd.Function):
-    """The autograd function behind ``fused_linear_nll`` (inputs as documented there, already checked)."""
-
-    @staticmethod
-    def forward(ctx, features, weight, targets, rows, compute_dtype, chunk, grad_enabled):
-        need_x, need_w = _gradients_needed(ctx, grad_enabled)
-        n = features.shape[0]
-        nll = features.new_zeros(n, dtype=torch.float32)
-        lse = features.new_zeros(n, dtype=torch.float32) if need_w else None
-        grad_x = features.new_zeros(features.shape, dtype=compute_dtype) if need_x else None
-        with torch.autocast(features.device.type, enabled=False):
-            x = features.detach().to(compute_dtype)
-            w = weight.detach().to(compute_dtype)
-            for index, _, tc, probas, buffer, nll_c, target_logit_c in _softmax_chunks(x, w, targets, rows, chunk,
-                                                                                        target_logits=need_w):
-                nll[index] = nll_c
-                if need_w:  # log-sum-exp = nll + target logit
-                    lse[index] = nll_c + target_logit_c
-                if need_x:  # d nll / d x = (softmax - onehot) @ w
-                    gradient = _softmax_minus_onehot(probas, tc, buffer)
-                    if rows is None:
-                        torch.mm(gradient, w, out=grad_x[index])
-                    else:
-                        grad_x[index] = torch.mm(gradient, w)
-        ctx.compute_dtype, ctx.chunk, ctx.features_dtype = compute_dtype, chunk, features.dtype
-        ctx.save_for_backward(grad_x, features if need_w else None, weight if need_w else None, targets, rows, lse)
-        return nll
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_nll):
-        grad_x, features, weight, targets, rows, lse = ctx.saved_tensors
-        grad_features = grad_weight = None
-        grad_nll = grad_nll.float()
-        if ctx.needs_input_grad[0]:
-            grad_features = (grad_x * grad_nll.unsqueeze(1).to(grad_x.dtype)).to(ctx.features_dtype)
-        if ctx.needs_input_grad[1]:
-            with torch.autocast(grad_nll.device.type, enabled=False):
-                grad_weight = _weight_gradient(features, weight, targets, rows, lse, grad_nll, ctx.compute_dtype,
-                                               ctx.chunk)
-        return grad_features, grad_weight, None, None, None, None, None
-
-
-def _weight_gradient(features, weight, targets, rows, lse, grad_nll, compute_dtype, chunk) -> torch.Tensor:
-    """``sum_n grad_nll[n] (softmax_n - onehot_n)^T features_n`` (V, E), the chunks' softmax recomputed from ``lse``."""
-    x = features.detach().to(compute_dtype)
-    w = weight.detach().to(compute_dtype)
-    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-    count = x.shape[0] if rows is None else rows.numel()
-    for start in range(0, count, chunk):
-        stop = min(start + chunk, count)
-        index = slice(start, stop) if rows is None else rows[start:stop]
-        xc, tc = x[index], targets[index].unsqueeze(1)
-        probas = torch.mm(xc, w.t()).float().sub_(lse[index].unsqueeze(1)).exp_()
-        probas.scatter_add_(1, tc, probas.new_full(tc.shape, -1.0))
-        probas.mul_(grad_nll[index].unsqueeze(1))
-        if compute_dtype == torch.float32:
-            grad_w.addmm_(probas.t(), xc)
-        else:
-            grad_w += torch.mm(probas.to(compute_dtype).t(), xc).float()
-    return grad_w.to(weight.dtype)
-
-
 def fused_linear_weighted_nll(
     features: torch.Tensor,
     weight: torch.Tensor,
@@ -401,17 +294,20 @@ def fused_linear_weighted_nll(
     row_weights: torch.Tensor,
     chunk_rows: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``loss = sum_n row_weights[n] * nll[n]`` with ``nll`` as ``fused_linear_nll`` computes it, and ``nll``.
+    """``loss = sum_n row_weights[n] * nll[n]`` with ``nll[n] = -log_softmax(features @ weight.T)[n, targets[n]]``,
+    and ``nll``, computed chunk by chunk of rows without ever holding the (N, V) logits.
 
     features: (N, E); weight: (V, E); targets: (N,) int64; row_weights: (N,), no gradient; rows of weight 0 are
     skipped (NLL 0) -> ``(loss, nll)``: ``loss`` a float32 scalar with gradients for ``features`` and ``weight``;
-    ``nll`` (N,) float32, without gradient.
+    ``nll`` (N,) float32, without gradient. The softmax is taken in float32; under autocast the matrix products
+    run in the autocast dtype, as ``nn.Linear`` would.
 
     Knowing how each row enters the loss, it computes both gradients in the same pass over the chunks as the loss
     (``(softmax - onehot) * row_weight`` times ``weight`` and times ``features``, as fused linear cross-entropy
     kernels do), keeping only the (N, E) and (V, E) results; backward just scales them by the loss's gradient.
-    With a learned ``weight`` that is three matrix products of the output layer's size instead of
-    ``fused_linear_nll``'s four (its backward recomputes the logits).
+    With a learned ``weight`` that is three matrix products of the output layer's size per step, as many as an
+    unfused linear layer + log-softmax (one forward, two backward), without holding its (N, V) logits and
+    log-probabilities for backward and without recomputing them there.
     """
     if row_weights.shape != features.shape[:1]:
         raise ValueError(f"row_weights must have shape ({features.shape[0]},), got {tuple(row_weights.shape)}")
@@ -433,7 +329,7 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
         with torch.autocast(features.device.type, enabled=False):
             x = features.detach().to(compute_dtype)
             w = weight.detach().to(compute_dtype)
-            for index, xc, tc, probas, buffer, nll_c, _ in _softmax_chunks(x, w, targets, rows, chunk):
+            for index, xc, tc, probas, buffer, nll_c in _softmax_chunks(x, w, targets, rows, chunk):
                 nll[index] = nll_c
                 if need_x or need_w:  # d loss / d logits = (softmax - onehot) * row weight
                     gradient = _softmax_minus_onehot(probas, tc, buffer, row_weights[index])

@@ -7,11 +7,9 @@ import torch.nn.functional as F
 
 from replab.models.lstm import (
     LSTM,
-    fused_linear_nll,
     fused_linear_weighted_nll,
     masked_sequence_mean,
     sequence_mean_weights,
-    token_nll,
 )
 
 
@@ -101,19 +99,6 @@ def test_loss_with_fully_masked_sequences_is_finite():
     empty.backward()  # still differentiable
 
 
-def test_token_nll_equals_gathered_log_probabilities():
-    model = small_model()
-    inputs, targets = torch.randint(0, 50, (3, 6)), torch.randint(0, 50, (3, 6))
-    state = model.initial_states(3)
-    log_probas, _ = model(inputs, state)
-    features, _ = model.hidden_features(inputs, state)
-    expected = -log_probas.gather(-1, targets[..., None]).squeeze(-1)
-    torch.testing.assert_close(token_nll(model, features, targets), expected, atol=1e-5, rtol=1e-5)
-    mask = torch.ones(3, 6)
-    torch.testing.assert_close(masked_sequence_mean(token_nll(model, features, targets), mask),
-                               model.loss(log_probas, targets, mask), atol=1e-5, rtol=1e-5)
-
-
 def test_frozen_embeddings_get_no_gradient_and_learned_ones_do():
     for learn in (False, True):
         model = small_model(learn_embeddings=learn)
@@ -155,142 +140,7 @@ def test_lstm_learns_a_repeating_sequence():
     assert losses[-1] < 0.1 * losses[0]
 
 
-# ------------------------------------------------------------------------------ fused output projection + NLL
-def _reference_and_fused(model, inputs, targets, mask, chunk_rows=None, token_mask=None):
-    """The spec's loss (forward -> loss) and the fused path's, with the gradients of every learnable parameter."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    state = model.initial_states(inputs.shape[0])
-    log_probas, _ = model(inputs, state)
-    reference = model.loss(log_probas, targets, mask)
-    reference_grads = torch.autograd.grad(reference, params)
-    features, _ = model.hidden_features(inputs, state)
-    nll = fused_linear_nll(features.flatten(0, 1), model.classifier[2].weight, targets.flatten(),
-                           None if token_mask is None else token_mask.flatten(), chunk_rows).view(targets.shape)
-    fused = masked_sequence_mean(nll, mask)
-    fused_grads = torch.autograd.grad(fused, params)
-    return (reference, reference_grads), (fused, fused_grads), log_probas, nll
-
-
-@pytest.mark.parametrize("learn", [False, True])
-@pytest.mark.parametrize("chunk_rows", [None, 1, 4, 7, 1000])
-def test_fused_nll_equals_forward_and_loss_values_and_gradients(learn, chunk_rows):
-    torch.manual_seed(3)
-    model = small_model(learn_embeddings=learn)
-    inputs, targets = torch.randint(0, 50, (3, 9)), torch.randint(0, 50, (3, 9))
-    mask = torch.ones(3, 9)
-    mask[1, 5:] = 0
-    (ref, ref_grads), (fused, fused_grads), log_probas, nll = _reference_and_fused(
-        model, inputs, targets, mask, chunk_rows)
-    torch.testing.assert_close(nll, -log_probas.gather(-1, targets[..., None]).squeeze(-1), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fused, ref, atol=1e-6, rtol=1e-5)
-    assert len(fused_grads) == len(ref_grads) == sum(p.requires_grad for p in model.parameters())
-    assert model.embedding.weight.requires_grad == learn  # learned: the fused weight gradient is checked too
-    for got, expected in zip(fused_grads, ref_grads, strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
-
-
-@pytest.mark.parametrize("learn", [False, True])
-def test_fused_nll_skips_masked_positions_exactly(learn):
-    torch.manual_seed(4)
-    model = small_model(learn_embeddings=learn)
-    inputs, targets = torch.randint(0, 50, (4, 6)), torch.randint(0, 50, (4, 6))
-    mask = torch.ones(4, 6)
-    mask[0, 2:] = 0
-    mask[2] = 0  # a sequence with no prediction at all
-    (ref, ref_grads), (fused, fused_grads), log_probas, nll = _reference_and_fused(
-        model, inputs, targets, mask, chunk_rows=3, token_mask=mask)
-    assert torch.all(nll[mask == 0] == 0)
-    expected = -log_probas.gather(-1, targets[..., None]).squeeze(-1)
-    torch.testing.assert_close(nll[mask == 1], expected[mask == 1], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fused, ref, atol=1e-6, rtol=1e-5)
-    for got, want in zip(fused_grads, ref_grads, strict=True):
-        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
-    # token_nll forwards the mask
-    features, _ = model.hidden_features(inputs, model.initial_states(4))
-    torch.testing.assert_close(token_nll(model, features, targets, mask), nll, atol=1e-6, rtol=1e-6)
-
-
-def test_fused_nll_with_every_position_masked_is_zero_and_differentiable():
-    model = small_model(learn_embeddings=True)
-    features = torch.randn(2, 3, 12, requires_grad=True)
-    mask = torch.zeros(2, 3)
-    nll = token_nll(model, features, torch.randint(0, 50, (2, 3)), mask)
-    assert torch.equal(nll, torch.zeros(2, 3))
-    masked_sequence_mean(nll, mask).backward()
-    assert torch.equal(features.grad, torch.zeros_like(features))
-    assert torch.equal(model.embedding.weight.grad, torch.zeros_like(model.embedding.weight))
-
-
-def test_fused_nll_per_token_gradients_match_autograd():
-    """Arbitrary per-token upstream gradients (not only the spec's loss), features and weight."""
-    torch.manual_seed(5)
-    x = torch.randn(11, 8, requires_grad=True)
-    w = torch.randn(30, 8, requires_grad=True)
-    t = torch.randint(0, 30, (11,))
-    g = torch.randn(11)
-    expected = -torch.log_softmax(x @ w.T, -1).gather(1, t[:, None]).squeeze(1)
-    got = fused_linear_nll(x, w, t, chunk_rows=4)
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
-    grads = torch.autograd.grad((got * g).sum(), [x, w])
-    reference = torch.autograd.grad((expected * g).sum(), [x, w])
-    for a, b in zip(grads, reference, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-
-
-def test_fused_nll_without_gradients_and_in_float64():
-    x, w, t = torch.randn(5, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64), torch.randint(0, 9, (5,))
-    expected = -torch.log_softmax(x @ w.T, -1).gather(1, t[:, None]).squeeze(1)
-    with torch.no_grad():
-        got = fused_linear_nll(x, w, t, chunk_rows=2)
-    assert got.dtype == torch.float32 and not got.requires_grad
-    torch.testing.assert_close(got, expected.float())
-    x.requires_grad_()
-    (grad,) = torch.autograd.grad(fused_linear_nll(x, w, t).sum(), [x])
-    assert grad.dtype == torch.float64
-    (expected_grad,) = torch.autograd.grad((-torch.log_softmax(x @ w.T, -1).gather(1, t[:, None])).sum(), [x])
-    torch.testing.assert_close(grad, expected_grad)
-
-
-def test_fused_nll_bf16_autocast_close_to_the_autocast_reference():
-    torch.manual_seed(6)
-    x = torch.randn(37, 24, requires_grad=True)
-    w = torch.randn(300, 24, requires_grad=True)
-    t = torch.randint(0, 300, (37,))
-    g = torch.rand(37)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        expected = -torch.log_softmax(F.linear(x, w).float(), -1).gather(1, t[:, None]).squeeze(1)
-        got = fused_linear_nll(x, w, t, chunk_rows=8)
-    assert got.dtype == torch.float32
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)  # same bf16 logits, float32 softmax
-    for a, b in zip(torch.autograd.grad((got * g).sum(), [x, w]),
-                    torch.autograd.grad((expected * g).sum(), [x, w]), strict=True):
-        torch.testing.assert_close(a, b, atol=0.05 * b.abs().max().item(), rtol=0.02)
-
-
-@pytest.mark.parametrize("gap", [50.0, 80.0, 120.0, 500.0])
-def test_fused_nll_is_exact_when_the_target_probability_underflows(gap):
-    """Targets far below the best logit (softmax underflows to 0 in float32) still get the exact, finite NLL."""
-    x = torch.eye(4, 6, requires_grad=True)
-    w = torch.zeros(7, 6)
-    w[0, :4] = gap  # every row's logit of token 0 is `gap` above the others
-    t = torch.tensor([3, 0, 5, 6])
-    expected = -torch.log_softmax(x @ w.T, -1).gather(1, t[:, None]).squeeze(1)
-    got = fused_linear_nll(x, w, t, chunk_rows=3)
-    assert torch.isfinite(got).all()
-    torch.testing.assert_close(got, expected)
-    (grad,) = torch.autograd.grad(got.sum(), [x])
-    (expected_grad,) = torch.autograd.grad(expected.sum(), [x])
-    torch.testing.assert_close(grad, expected_grad)
-
-
-def test_fused_nll_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="features"):
-        fused_linear_nll(torch.randn(3, 4), torch.randn(5, 6), torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match="targets"):
-        fused_linear_nll(torch.randn(3, 4), torch.randn(5, 4), torch.zeros(2, dtype=torch.long))
-
-
-# ------------------------------------------------------------- the loss fused too: gradients in the forward pass
+# --------------------------------------- output projection, log-softmax and loss fused: gradients in the forward pass
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (5, 2)])
 @pytest.mark.parametrize("seed", range(4))
 def test_sequence_mean_weights_give_masked_sequence_mean(shape, seed):
@@ -352,7 +202,7 @@ def test_forward_with_targets_equals_forward_and_loss_values_and_gradients(learn
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
 
 
-def test_weighted_nll_in_float64_without_gradients_and_underflowing():
+def test_weighted_nll_in_float64_and_without_gradients():
     x, w = torch.randn(5, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64)
     t, row_weights = torch.randint(0, 9, (5,)), torch.rand(5, dtype=torch.float64)
     with torch.no_grad():
@@ -364,12 +214,18 @@ def test_weighted_nll_in_float64_without_gradients_and_underflowing():
     (grad,) = torch.autograd.grad(fused_linear_weighted_nll(x, w, t, row_weights)[0], [x])
     assert grad.dtype == torch.float64
     torch.testing.assert_close(grad, torch.autograd.grad(weighted_reference(x, w, t, row_weights)[0], [x])[0])
-    far = torch.eye(4, 6, requires_grad=True)  # target probabilities that underflow in float32
+
+
+@pytest.mark.parametrize("gap", [50.0, 80.0, 120.0, 500.0])
+def test_weighted_nll_is_exact_when_the_target_probability_underflows(gap):
+    """Targets far below the best logit (softmax underflows to 0 in float32) still get the exact, finite NLL."""
+    far = torch.eye(4, 6, requires_grad=True)
     wide = torch.zeros(7, 6)
-    wide[0, :4] = 500.0
+    wide[0, :4] = gap  # every row's logit of token 0 is `gap` above the others
     t = torch.tensor([3, 0, 5, 6])
     loss, nll = fused_linear_weighted_nll(far, wide, t, torch.ones(4), chunk_rows=3)
     expected_loss, expected_nll = weighted_reference(far, wide, t, torch.ones(4))
+    assert torch.isfinite(nll).all()
     torch.testing.assert_close(nll, expected_nll.detach())
     torch.testing.assert_close(torch.autograd.grad(loss, [far])[0], torch.autograd.grad(expected_loss, [far])[0])
 
@@ -389,8 +245,7 @@ def test_weighted_nll_bf16_autocast_close_to_the_autocast_reference():
         torch.testing.assert_close(a, b, atol=0.05 * b.abs().max().item(), rtol=0.02)
 
 
-@pytest.mark.parametrize("fused", ["weighted", "per_token"])
-def test_no_gradient_work_under_no_grad_even_for_parameters_that_require_grad(fused, monkeypatch):
+def test_no_gradient_work_under_no_grad_even_for_parameters_that_require_grad(monkeypatch):
     """Evaluation (``torch.no_grad()``) of a model whose tied embeddings are learned: only the NLL is computed,
     not the (softmax - onehot) gradient terms nor their matrix products; with grad mode on, they are."""
     import replab.models.lstm as lstm
@@ -402,9 +257,7 @@ def test_no_gradient_work_under_no_grad_even_for_parameters_that_require_grad(fu
     t = torch.randint(0, 9, (6,))
 
     def run():
-        if fused == "weighted":
-            return fused_linear_weighted_nll(x, w, t, torch.full((6,), 1 / 6), chunk_rows=4)[1]
-        return fused_linear_nll(x, w, t, chunk_rows=4)
+        return fused_linear_weighted_nll(x, w, t, torch.full((6,), 1 / 6), chunk_rows=4)[1]
 
     with torch.no_grad():
         nll = run()
@@ -450,3 +303,12 @@ def test_forward_with_targets_is_the_loss_and_the_nll_of_forward():
     torch.testing.assert_close(loss, model.loss(log_probas, targets, mask))
     unmasked, _ = model(inputs, targets=targets)  # no mask: every position counts
     torch.testing.assert_close(unmasked, model.loss(log_probas, targets, torch.ones(3, 6)))
+
+
+def test_forward_with_targets_and_every_position_masked_is_zero_and_differentiable():
+    model = small_model(learn_embeddings=True)
+    inputs, targets = torch.randint(1, 50, (2, 3)), torch.randint(1, 50, (2, 3))
+    loss, nll = model(inputs, targets=targets, mask=torch.zeros(2, 3))
+    assert loss.item() == 0.0 and torch.equal(nll, torch.zeros(2, 3))
+    loss.backward()
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters() if p.requires_grad)
