@@ -100,6 +100,10 @@ def _setting(run: RunView) -> tuple:
             run.record.config.get("world_size", 1))
 
 
+def _time_taken(runs: list[RunView]) -> str:
+    return fmt_seconds(sum(r.total_seconds for r in runs if is_number(r.total_seconds)))
+
+
 def settings_findings(study: Study) -> list[Finding]:
     """Runs not at the specification's setting, unfinished and missing runs, grids measured under mixed settings."""
     topic, found = "Runs and settings", []
@@ -118,6 +122,9 @@ def settings_findings(study: Study) -> list[Finding]:
     missing = [i for grid in GRID_TITLES for i in study.missing(grid)]
     if missing:
         found.append(Finding(topic, f"Missing from their grid (never run): {', '.join(missing)}."))
+    spent = [f"{GRID_TITLES[grid]} {_time_taken(runs)} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
+             for grid in GRID_TITLES if (runs := study.grid(grid))]
+    found.append(Finding(topic, f"Time the runs took (wall-clock time of their epochs): {'; '.join(spent)}."))
     for grid in GRID_TITLES:
         settings = {_setting(r) for r in study.grid(grid)}
         if len(settings) > 1:

@@ -18,6 +18,7 @@ from replab.report.runs import (
     fmt_count,
     fmt_metric,
     fmt_mib,
+    fmt_seconds,
     is_number,
 )
 from replab.tasks import TASKS
@@ -158,15 +159,16 @@ def runs_table(study: Study) -> Table:
         reason = f": {run.reason}" if run.reason and run.status != "completed" else ""
         rows.append([run.key, run.status_text + reason, run.device, run.settings.get("amp", "none"), run.commit,
                      "; ".join(run.limits) or "none", "yes" if run.full_spec else "NO: " + "; ".join(
-                         run.limits + run.deviations)])
+                         run.limits + run.deviations), fmt_seconds(run.total_seconds)])
     caption = ("Every run folder found, with its status and provenance. Status: completed; incomplete (started, "
                "no summary yet: still running, or killed); interrupted, diverged or failed (with the "
                "reason); damaged (a file of the run cannot be read: which one). Device and amp (autocast "
                "precision) as recorded by the trainer; Commit: git commit of "
                "the code (-dirty: uncommitted changes). Limits: batch limits per epoch; Full spec: whether the run "
-               "used the specification's settings (no batch limits, no changed hyperparameter).")
+               "used the specification's settings (no batch limits, no changed hyperparameter); Time: wall-clock time "
+               "of its epochs, training and validation (a resumed run: its processes added up).")
     return Table("runs", "Runs and provenance", caption,
-                 ["Run", "Status", "Device", "amp", "Commit", "Limits", "Full spec"], rows)
+                 ["Run", "Status", "Device", "amp", "Commit", "Limits", "Full spec", "Time"], rows)
 
 
 def overfitting_table(study: Study) -> Table:

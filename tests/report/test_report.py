@@ -133,7 +133,7 @@ def test_provenance_flags_batch_limits(tmp_path):
     assert not run.full_spec
     assert "NOT the full specification setting" in run.provenance and "train ≤ 5 batches/epoch" in run.provenance
     row = runs_table(load_study([tmp_path])).rows[0]
-    assert row[-1].startswith("NO: train ≤ 5 batches/epoch")
+    assert row[-2].startswith("NO: train ≤ 5 batches/epoch")
 
 
 def test_diverged_run_keeps_its_null_values(runs, study):
@@ -171,6 +171,17 @@ def test_wall_clock_choice_does_not_read_the_machines_load_as_cost(tmp_path):
     assert "The slowest, vit-5, needs 2.7× vit-3's time at its fastest epoch" in text
     text = finding_texts(load_study([tmp_path]), "configurations 1-4, only the optimizer")
     assert "Adam (vit-1) 60.00% (epoch 5), final training loss 0.750, median 29.0 s/epoch (fastest 9.5 s)" in text
+
+
+def test_the_time_each_run_and_grid_took_adds_up_its_epochs(tmp_path):
+    write_run(tmp_path, "vit-1", [0.3, 0.4], [0.3, 0.4], seconds=[3599.0, 1799.0])  # + 1 s validation each
+    write_run(tmp_path, "vit-2", [0.3], [0.3], seconds=1799.0, status=None, epochs=10)
+    write_run(tmp_path, "lstm-1", [900.0], [950.0], seconds=59.0)
+    study = load_study([tmp_path])
+    assert column(runs_table(study), "Time") == ["60.0 s", "90.0 min", "30.0 min"]  # lstm-1, vit-1, vit-2
+    text = finding_texts(study, "Runs and settings")
+    assert "Time the runs took (wall-clock time of their epochs): LSTM on Wikitext-2 60.0 s (1 run); ViT on " \
+           "CIFAR-10 2.00 h (2 runs)." in text
 
 
 def test_optimizer_findings_carry_their_numbers(study):
