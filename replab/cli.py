@@ -77,7 +77,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--out", default="runs", help="runs folder (default: runs)")
     run.add_argument("--limit-train-batches", type=_positive_int, help="train on at most N batches per epoch")
     run.add_argument("--limit-eval-batches", type=_positive_int, help="evaluate on at most N batches")
-    run.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run from its last checkpoint (end of an epoch, or inside one)")
+    run.add_argument("--checkpoint-minutes", type=_non_negative_float, default=10.0, metavar="M",
+                     help="also save a checkpoint inside an epoch about every M minutes of training, so --resume "
+                     "loses at most that much; 0: only at the end of each epoch (default: 10)")
     run.add_argument("--overwrite", action="store_true", help="delete an existing run and train it again")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="tqdm progress bars (default: on when stderr is a terminal)")
@@ -87,7 +91,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 HYPERPARAMETERS = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum", "num_layers", "block", "seed")
 SETTINGS = ("device", "amp", "compile", "attention", "data_dir", "embeddings", "out", "limit_train_batches",
-            "limit_eval_batches", "resume", "overwrite", "progress")
+            "limit_eval_batches", "resume", "overwrite", "progress", "checkpoint_minutes")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -131,6 +131,7 @@ class RunSettings:
     overwrite: bool = False
     progress: bool | None = None  # None: on when standard error is a terminal
     attention: str = "primitive"
+    checkpoint_minutes: float = 10.0  # also checkpoint inside an epoch about this often (0: at epoch ends only)
 
     def validate(self) -> None:
         if self.amp not in AMP_MODES:
@@ -139,6 +140,9 @@ class RunSettings:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive number of batches, got {value}")
+        if not self.checkpoint_minutes >= 0:
+            raise ValueError(f"--checkpoint-minutes must be 0 (at epoch ends only) or more, got "
+                             f"{self.checkpoint_minutes}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other: pick one")
 

@@ -6,6 +6,10 @@ summary. Task differences (data, loss, score) live in ``replab.tasks``; this mod
 Reproducibility: the model is initialised from ``seed``; at the start of epoch ``e`` the global RNG (dropout)
 and the data generator (shuffling, augmentation) are re-seeded from ``(seed, e)``, so a run resumed from the
 checkpoint of epoch ``e - 1`` continues with exactly the numbers of an uninterrupted run on the same device.
+Inside an epoch a checkpoint is also saved about every ``settings.checkpoint_minutes`` of training, holding the
+steps done and the epoch's statistics so far; resuming from it replays the epoch's batch order up to that step
+(the batches are drawn, not trained on), restores the global RNG, and continues with the same numbers too (under
+DDP the carried statistics are summed over ranks once, so the epoch's training loss may differ in its last bits).
 
 Distributed: launched by ``torchrun`` (``WORLD_SIZE > 1``), the model is wrapped in
 ``DistributedDataParallel``; ``batch_size`` is the *global* batch, split without overlap across ranks, so the
@@ -15,12 +19,15 @@ global batch: ``SyncBatchNorm``); statistics are summed over ranks; only rank 0 
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import logging
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -99,6 +106,7 @@ class Trainer:
         self._preflight()
         self.progress = settings.progress if settings.progress is not None else sys.stderr.isatty()
         self.progress = self.progress and self.dist.is_main
+        self._save_every: int | None = None  # steps between checkpoints inside an epoch (set after the warm-up)
 
     # -- input checks: nothing is created or removed before they pass -------------------------------------
     def _preflight(self) -> None:
@@ -176,22 +184,25 @@ class Trainer:
             "experiment": self.experiment.to_dict(),
         }
 
-    def restore(self) -> tuple[int, dict, list[dict]]:
+    def restore(self) -> tuple[int, dict, list[dict], dict | None]:
         """Load the newest readable checkpoint (``last.pt``, else ``previous.pt``); drop metrics written after it.
 
-        Returns (epochs done, best so far, their metrics). A damaged ``last.pt`` falls back to ``previous.pt`` with
-        a warning; no checkpoint file at all (killed before the first one was complete) starts from epoch 0;
-        checkpoint files none of which can be read, or one a weights-only load refuses, raise ``RunError``.
+        Returns (epochs done, best so far, their metrics, the epoch in progress when the checkpoint was saved inside
+        one: ``{"epoch", "steps", "totals", "dtypes", "train_seconds", "wall_seconds", "rng"}``, else None). A
+        damaged ``last.pt`` falls back to ``previous.pt`` with a warning; no checkpoint file at all (killed before
+        the first one was complete) starts from epoch 0; checkpoint files none of which can be read, or one a
+        weights-only load refuses, raise ``RunError``.
         """
         candidates = [p for p in (self.run.last_checkpoint, self.run.previous_checkpoint) if p.exists()]
         if not candidates:
             if self.dist.is_main and self.run.metrics.exists():
                 self.run.keep_metrics_through(0)
-            return 0, {}, []
+            return 0, {}, [], None
         problems = []
         for path in candidates:
             try:
-                epoch, best = self._load_state(load_checkpoint(path, map_location=self.device), path)
+                checkpoint = load_checkpoint(path, map_location=self.device)
+                epoch, best = self._load_state(checkpoint, path)
             except CheckpointError as error:
                 if error.unsafe:
                     raise RunError(f"{error}; nothing was loaded") from None
@@ -202,7 +213,11 @@ class Trainer:
                 log.warning("%s: resuming from %s, epoch %d; the metrics of later epochs are dropped",
                             "; ".join(problems), path, epoch)
             records = self.run.keep_metrics_through(epoch) if self.dist.is_main else []
-            return epoch, best, records
+            partial = checkpoint.get("partial")
+            if partial is not None:
+                partial = {**partial, "rng": checkpoint["rng"]}
+                log.info("resuming inside epoch %d, after step %d", partial["epoch"], partial["steps"])
+            return epoch, best, records, partial
         raise RunError(f"no readable checkpoint in {self.run.path} ({'; '.join(problems)}): "
                        "start the run again with --overwrite")
 
@@ -213,7 +228,7 @@ class Trainer:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.scheduler.load_state_dict(checkpoint["scheduler"])
             self.scaler.load_state_dict(checkpoint["scaler"])
-            torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
+            _set_rng_state(checkpoint["rng"])
             return int(checkpoint["epoch"]), dict(checkpoint["best"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -241,7 +256,11 @@ class Trainer:
             _, stats = self.task.step(self.objective, batch)
         return stats
 
-    def train_epoch(self, epoch: int, monitor: MemoryMonitor) -> tuple[dict, float, float]:
+    def train_epoch(self, epoch: int, monitor: MemoryMonitor, save_partial: Callable | None = None,
+                    partial: dict | None = None) -> tuple[dict, float, float]:
+        """One epoch of training: (scores, training seconds, items). ``save_partial(epoch, steps, totals, seconds)``
+        saves a checkpoint inside the epoch (every ``_steps_between_saves`` steps); ``partial`` (from ``restore``)
+        continues the epoch a checkpoint was saved in, after its ``steps``."""
         self.model.train()
         seed = epoch_seed(self.experiment.seed, epoch)
         torch.manual_seed(seed)
@@ -250,8 +269,16 @@ class Trainer:
         total = self.task.num_train_batches()
         if self.settings.limit_train_batches:
             total = min(total, self.settings.limit_train_batches)
-        warmup = max(1, min(20, total // 5))
-        bar = tqdm(total=total, desc=f"{self.experiment.id} epoch {epoch}", disable=not self.progress,
+        done, totals, earlier_seconds = 0, {}, 0.0
+        if partial is not None:
+            done, earlier_seconds = partial["steps"], partial["train_seconds"]
+            collections.deque(itertools.islice(batches, done), maxlen=0)  # the generator where the epoch stopped
+            _set_rng_state(partial["rng"])
+            if self.dist.is_main:  # the other ranks' statistics are in these sums already
+                totals = {k: torch.tensor(v, dtype=getattr(torch, partial["dtypes"][k]), device=self.device)
+                          for k, v in partial["totals"].items()}
+        warmup = max(1, min(20, (total - done) // 5))
+        bar = tqdm(total=total, initial=done, desc=f"{self.experiment.id} epoch {epoch}", disable=not self.progress,
                    leave=False, dynamic_ncols=True, unit="batch")
         clock = Stopwatch(self.device)
 
@@ -262,18 +289,31 @@ class Trainer:
                 raise Diverged(f"{error} at epoch {epoch}, step {index + 1}") from None
 
         def after(index: int, loss: torch.Tensor, totals: dict[str, torch.Tensor]) -> None:
-            if index + 1 == warmup:
+            if index + 1 - done == warmup:
                 monitor.steady()
+                if self._save_every is None:
+                    self._save_every = self._steps_between_saves(clock.elapsed() / warmup)
+            if save_partial and self._save_every and (index + 1) % self._save_every == 0 and index + 1 < total:
+                save_partial(epoch, index + 1, totals, earlier_seconds + clock.elapsed())
             if self.progress:
                 rate = totals["items"].item() * self.dist.world_size / max(clock.elapsed(), 1e-9)
                 bar.set_postfix(loss=f"{loss.item():.4f}", rate=f"{rate:,.0f} {self.task.unit}/s")
                 bar.update()
 
-        totals = self._batch_loop(batches, total, step, after)
+        totals = self._batch_loop(batches, total, step, after, start=done, totals=totals)
         bar.close()
-        seconds = clock.elapsed()
+        seconds = earlier_seconds + clock.elapsed()
         summed = self.dist.sum(totals)
         return self.task.scores(summed), seconds, summed["items"]
+
+    def _steps_between_saves(self, step_seconds: float) -> int:
+        """Training steps in ``settings.checkpoint_minutes`` at ``step_seconds`` per step (0: no saves inside an
+        epoch); every rank gets the same number (their mean), as the save is collective."""
+        if not self.settings.checkpoint_minutes:
+            return 0
+        steps = max(1.0, self.settings.checkpoint_minutes * 60 / max(step_seconds, 1e-9))
+        mean = self.dist.sum({"steps": torch.tensor(steps, device=self.device)})["steps"] / self.dist.world_size
+        return max(1, int(mean))
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
@@ -284,11 +324,13 @@ class Trainer:
         return self.task.scores(self.dist.sum(totals))
 
     @staticmethod
-    def _batch_loop(batches, limit: int | None, step, after=None) -> dict[str, torch.Tensor]:
+    def _batch_loop(batches, limit: int | None, step, after=None, start: int = 0,
+                    totals: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The one batch loop (training and evaluation): ``step(index, batch) -> (loss, statistics)`` on at most
-        ``limit`` batches (None or 0: all), the statistics summed; ``after(index, loss, totals)`` after each."""
-        totals: dict[str, torch.Tensor] = {}
-        for index, batch in enumerate(batches):
+        ``limit`` batches (None or 0: all), the statistics summed; ``after(index, loss, totals)`` after each.
+        ``start``: the index of the first batch of ``batches`` (an epoch continued), ``totals`` its sums so far."""
+        totals = dict(totals or {})
+        for index, batch in enumerate(batches, start=start):
             if limit and index >= limit:
                 break
             loss, stats = step(index, batch)
@@ -301,7 +343,7 @@ class Trainer:
     # -- the run ----------------------------------------------------------------------------------------
     def fit(self) -> dict:
         e, metric = self.experiment, self.task.metric
-        start_epoch, best, records = self.restore() if self.settings.resume else (0, {}, [])
+        start_epoch, best, records, partial = self.restore() if self.settings.resume else (0, {}, [], None)
         if self.dist.is_main:
             try:
                 self.run.path.mkdir(parents=True, exist_ok=True)
@@ -310,8 +352,23 @@ class Trainer:
                 self.run.discard_summary()  # until this attempt ends, the folder reads as a run in progress
             except OSError as error:
                 raise RunError(f"cannot write the run folder {self.run.path}: {error.strerror or error}") from None
-        wall_offset = records[-1]["wall_seconds"] if records else 0.0
+        wall_offset = partial["wall_seconds"] if partial else records[-1]["wall_seconds"] if records else 0.0
         run_clock = time.perf_counter()
+
+        def save_partial(epoch: int, steps: int, totals: dict[str, torch.Tensor], seconds: float) -> None:
+            """A checkpoint inside ``epoch``: the last completed epoch's state with the steps done since."""
+            summed = self.dist.sum(totals)  # collective: every rank calls it at the same step
+            if not self.dist.is_main:
+                return
+            state = self.state(epoch - 1, best)
+            state["partial"] = {"epoch": epoch, "steps": steps, "totals": summed,
+                                "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in totals.items()},
+                                "train_seconds": seconds, "wall_seconds": wall_offset + time.perf_counter() - run_clock}
+            try:
+                self.run.save_checkpoints(state, best=False)
+            except OSError as error:  # the earlier checkpoint is intact: train on, try again at the next one
+                log.warning("could not save a checkpoint inside epoch %d: %s", epoch, error.strerror or error)
+
         status, reason = "completed", None
         log.info("%s: %s, %d parameters, device %s, epochs %d-%d", e.id, self.task.metric,
                  sum(p.numel() for p in self.model.parameters()), self.device, start_epoch + 1, e.epochs)
@@ -320,7 +377,8 @@ class Trainer:
             try:
                 for epoch in range(start_epoch + 1, e.epochs + 1):
                     lr = self.optimizer.param_groups[0]["lr"]
-                    train_scores, train_seconds, items = self.train_epoch(epoch, monitor)
+                    continued = partial if partial and partial["epoch"] == epoch else None
+                    train_scores, train_seconds, items = self.train_epoch(epoch, monitor, save_partial, continued)
                     eval_clock = Stopwatch(self.device)
                     val_scores = self.evaluate("valid")
                     eval_seconds = eval_clock.elapsed()
@@ -414,6 +472,13 @@ class Trainer:
                 log.error("could not write %s: %s", self.run.summary, error.strerror or error)
         log.info("%s %s%s", self.experiment.id, status, f": {reason}" if reason else "")
         return summary
+
+
+def _set_rng_state(rng: dict) -> None:
+    """The global RNG states a checkpoint recorded (``Trainer.state``): the CPU's, and CUDA's where both exist."""
+    torch.set_rng_state(rng["torch"].cpu())
+    if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
 
 
 def _attach_log_file(run: RunDir) -> logging.Handler:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from replab.cli import main
-from replab.experiments import EXPERIMENTS, get_experiment, with_overrides
+from replab.experiments import EXPERIMENTS, RunSettings, get_experiment, with_overrides
 
 SPEC_TABLE = {  # id: (task, layers, block, optimizer), the table of the specification's runner scripts
     "lstm-1": ("lstm", 1, None, "adam"),
@@ -94,6 +94,12 @@ def test_argparse_rejects_malformed_values(capsys):
         main(["train", "vit-2", "--epochs", "0"])
     assert exit_info.value.code == 2
     assert "positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "vit-2", "--checkpoint-minutes", "-5"])
+    assert exit_info.value.code == 2
+    assert "--checkpoint-minutes: must be >= 0, got -5" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--checkpoint-minutes must be 0"):  # the same rule for the Python API
+        RunSettings(checkpoint_minutes=-5.0).validate()
 
 
 def test_data_check_reports_real_data(data_root, capsys):

@@ -14,6 +14,7 @@ import torch
 
 from replab.cli import main
 from replab.runlog import RunDir
+from replab.tasks import ImageClassificationTask
 from replab.train import Trainer
 
 TINY_VIT = ["--batch-size", "32", "--limit-train-batches", "3", "--limit-eval-batches", "2", "--no-progress"]
@@ -171,6 +172,62 @@ def test_ctrl_c_ends_cleanly_with_exit_130_then_resumes(tmp_path, monkeypatch):
     assert run.read_summary()["status"] == "completed" and len(run.read_metrics()) == 2
 
 
+def test_resume_inside_an_epoch_gives_the_uninterrupted_metrics(tmp_path, monkeypatch):
+    """Checkpoints inside an epoch (here after every step): a run stopped in the middle of epoch 2 continues from
+    its last step, trains only the steps left, and ends with the numbers of a run never stopped."""
+    args = ["train", "vit-2", "--epochs", "2", "--batch-size", "32", "--limit-train-batches", "8",
+            "--limit-eval-batches", "2", "--no-progress", "--checkpoint-minutes", "1e-9"]
+    task_step = ImageClassificationTask.step
+
+    def noisy_step(self, objective, batch):  # a draw from the global RNG at every step, as dropout makes
+        loss, stats = task_step(self, objective, batch)
+        return loss * (1 + 0.01 * torch.rand(())), stats
+
+    monkeypatch.setattr(ImageClassificationTask, "step", noisy_step)
+    assert cli(tmp_path / "straight", *args) == 0
+    expected = scores(RunDir(tmp_path / "straight" / "vit-2").read_metrics())
+
+    steps = []
+    train_step = Trainer.train_step
+
+    def stopped_at_step_13(self, batch):  # epoch 2, step 5
+        steps.append(1)
+        if len(steps) == 13:
+            raise KeyboardInterrupt
+        return train_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", stopped_at_step_13)
+    stopped = RunDir(tmp_path / "stopped" / "vit-2")
+    assert cli(tmp_path / "stopped", *args) == 130
+    checkpoint = torch.load(stopped.last_checkpoint, weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["partial"]["epoch"] == 2 and checkpoint["partial"]["steps"] == 4
+    assert checkpoint["partial"]["totals"]["items"] == 4 * 32
+    assert len(stopped.read_metrics()) == 1
+
+    steps.clear()
+    monkeypatch.setattr(Trainer, "train_step", lambda self, batch: steps.append(1) or train_step(self, batch))
+    assert cli(tmp_path / "stopped", *args, "--resume") == 0
+    assert len(steps) == 4  # the 4 steps of epoch 2 left, nothing trained twice
+    assert scores(stopped.read_metrics()) == expected
+    assert stopped.read_summary()["status"] == "completed"
+    assert stopped.read_summary()["test_final"] == RunDir(tmp_path / "straight" / "vit-2").read_summary()["test_final"]
+
+
+def test_no_checkpoint_inside_an_epoch_with_checkpoint_minutes_0(tmp_path, monkeypatch):
+    saved = []
+    save = RunDir.save_checkpoints
+    monkeypatch.setattr(RunDir, "save_checkpoints", lambda self, state, best: saved.append(state) or save(self, state,
+                                                                                                             best))
+    args = ["train", "vit-2", "--epochs", "2", *TINY_VIT]
+    assert cli(tmp_path / "none", *args, "--checkpoint-minutes", "0") == 0
+    assert [s["epoch"] for s in saved] == [1, 2] and not any("partial" in s for s in saved)
+    saved.clear()
+    assert cli(tmp_path / "every-step", *args, "--checkpoint-minutes", "1e-9") == 0
+    # 3 steps per epoch, a checkpoint after steps 1 and 2 (the last step's is the epoch's own)
+    assert [(s["epoch"], s.get("partial", {}).get("steps")) for s in saved] == [(0, 1), (0, 2), (1, None), (1, 1),
+                                                                                (1, 2), (2, None)]
+
+
 def test_non_finite_loss_stops_the_run_as_diverged(tmp_path, capsys):
     code = cli(tmp_path, "train", "vit-3", "--epochs", "3", "--lr", "1e12", "--batch-size", "32",
                "--limit-train-batches", "20", "--limit-eval-batches", "1", "--no-progress")
@@ -221,6 +278,32 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     # only rank 0 writes: one metrics line per epoch
     assert len(two.metrics.read_text().splitlines()) == 2
     assert json.loads(two.summary.read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_ddp_checkpoint_inside_an_epoch_holds_every_ranks_sums_and_resumes(tmp_path):
+    args = ["train", "vit-2", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "3",
+            "--limit-eval-batches", "2", "--no-progress", "--device", "cpu", "--checkpoint-minutes", "1e-9"]
+    straight = _torchrun(tmp_path, 2, *args)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run = RunDir(tmp_path / "vit-2")
+    expected = scores(run.read_metrics())
+    # checkpoints after steps 1 and 2, then the epoch's own: previous.pt is the one after step 2
+    partial = torch.load(run.previous_checkpoint, weights_only=True)["partial"]
+    assert partial["epoch"] == 1 and partial["steps"] == 2
+    assert partial["totals"]["items"] == 2 * 16  # the images of both ranks (8 each per step)
+    run.previous_checkpoint.replace(run.last_checkpoint)  # back to that moment
+    run.summary.unlink()
+    resumed = _torchrun(tmp_path, 2, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming inside epoch 1, after step 2" in run.log.read_text()
+    (got,), (want,) = scores(run.read_metrics()), expected
+    assert got.keys() == want.keys()
+    for key in want:
+        if isinstance(want[key], float):
+            assert math.isclose(got[key], want[key], rel_tol=1e-6, abs_tol=1e-7), (key, got[key], want[key])
+        else:
+            assert got[key] == want[key]
 
 
 def test_batchnorm_is_synchronised_only_for_ddp_on_gpus():
