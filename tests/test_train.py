@@ -59,6 +59,16 @@ def scores(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
 
+def assert_scores_close(got: dict, want: dict, rel_tol: float, abs_tol: float) -> None:
+    """One epoch's scores: the same keys, floats within the tolerances (DDP sums in another order), the rest equal."""
+    assert got.keys() == want.keys()
+    for key in want:
+        if isinstance(want[key], float):
+            assert math.isclose(got[key], want[key], rel_tol=rel_tol, abs_tol=abs_tol), (key, got[key], want[key])
+        else:
+            assert got[key] == want[key]
+
+
 @pytest.fixture(autouse=True)
 def _data(data_root, monkeypatch):
     monkeypatch.setenv("REPLAB_DATA", str(data_root))
@@ -269,12 +279,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     two = RunDir(tmp_path / "two" / "vit-2")
     assert two.read_config()["world_size"] == 2
     for a, b in zip(scores(one.read_metrics()), scores(two.read_metrics()), strict=True):
-        assert a.keys() == b.keys()
-        for key in a:
-            if isinstance(a[key], float):
-                assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-5), (key, a[key], b[key])
-            else:
-                assert a[key] == b[key]
+        assert_scores_close(a, b, rel_tol=1e-4, abs_tol=1e-5)
     # only rank 0 writes: one metrics line per epoch
     assert len(two.metrics.read_text().splitlines()) == 2
     assert json.loads(two.summary.read_text())["status"] == "completed"
@@ -298,12 +303,7 @@ def test_ddp_checkpoint_inside_an_epoch_holds_every_ranks_sums_and_resumes(tmp_p
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming inside epoch 1, after step 2" in run.log.read_text()
     (got,), (want,) = scores(run.read_metrics()), expected
-    assert got.keys() == want.keys()
-    for key in want:
-        if isinstance(want[key], float):
-            assert math.isclose(got[key], want[key], rel_tol=1e-6, abs_tol=1e-7), (key, got[key], want[key])
-        else:
-            assert got[key] == want[key]
+    assert_scores_close(got, want, rel_tol=1e-6, abs_tol=1e-7)
 
 
 def test_batchnorm_is_synchronised_only_for_ddp_on_gpus():
