@@ -214,24 +214,6 @@ def _chunk_rows(vocabulary_size: int, device: torch.device) -> int:
     return max(16, budget // max(vocabulary_size, 1))
 
 
-def _fused_setup(features, weight, targets, chunk_rows) -> tuple[torch.dtype, int]:
-    """Checks the fused function's arguments; returns the matrix products' dtype and rows per chunk."""
-    if features.ndim != 2 or weight.ndim != 2 or features.shape[1] != weight.shape[1]:
-        raise ValueError(f"expected features (N, E) and weight (V, E), got {tuple(features.shape)}, "
-                         f"{tuple(weight.shape)}")
-    if targets.shape != features.shape[:1]:
-        raise ValueError(f"targets must have shape ({features.shape[0]},), got {tuple(targets.shape)}")
-    compute_dtype = _autocast_dtype(features.device.type) or torch.promote_types(features.dtype, weight.dtype)
-    chunk = int(chunk_rows) if chunk_rows else _chunk_rows(weight.shape[0], features.device)
-    return compute_dtype, chunk
-
-
-def _rows_that_count(values: torch.Tensor) -> torch.Tensor | None:
-    """The indices of the nonzero ``values`` (N,), or None when all are: contiguous chunks, no gathers."""
-    rows = values.nonzero().squeeze(1)
-    return None if rows.numel() == values.numel() else rows
-
-
 # Above this NLL (target probability below ~1e-30) the float32 softmax's target probability is too close to
 # underflow for its logarithm to be trusted: such rows are recomputed with log_softmax.
 _UNDERFLOW_NLL = 69.0
@@ -272,12 +254,6 @@ def _softmax_chunks(x, w, targets, rows, chunk):
         yield index, xc, tc, probas, lc, nll_c
 
 
-def _gradients_needed(ctx, grad_enabled: bool) -> tuple[bool, bool]:
-    """Whether the features and the weight need gradients. ``ctx.needs_input_grad`` says True for a parameter
-    that requires grad even under ``torch.no_grad()`` (evaluation), where computing it would be wasted work."""
-    return grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
-
-
 def _softmax_minus_onehot(probas, tc, buffer, row_scale=None):
     """``probas - onehot(tc)`` (each row times ``row_scale`` if given), in place, returned in ``buffer``'s dtype
     (copied there when that is not float32): the gradient of the NLL with respect to the logits."""
@@ -309,9 +285,15 @@ def fused_linear_weighted_nll(
     unfused linear layer + log-softmax (one forward, two backward), without holding its (N, V) logits and
     log-probabilities for backward and without recomputing them there.
     """
+    if features.ndim != 2 or weight.ndim != 2 or features.shape[1] != weight.shape[1]:
+        raise ValueError(f"expected features (N, E) and weight (V, E), got {tuple(features.shape)}, "
+                         f"{tuple(weight.shape)}")
+    if targets.shape != features.shape[:1]:
+        raise ValueError(f"targets must have shape ({features.shape[0]},), got {tuple(targets.shape)}")
     if row_weights.shape != features.shape[:1]:
         raise ValueError(f"row_weights must have shape ({features.shape[0]},), got {tuple(row_weights.shape)}")
-    compute_dtype, chunk = _fused_setup(features, weight, targets, chunk_rows)
+    compute_dtype = _autocast_dtype(features.device.type) or torch.promote_types(features.dtype, weight.dtype)
+    chunk = int(chunk_rows) if chunk_rows else _chunk_rows(weight.shape[0], features.device)
     return _FusedLinearWeightedNLL.apply(features, weight, targets, row_weights.detach().float(), compute_dtype,
                                          chunk, torch.is_grad_enabled())
 
@@ -321,11 +303,14 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features, weight, targets, row_weights, compute_dtype, chunk, grad_enabled):
-        need_x, need_w = _gradients_needed(ctx, grad_enabled)
+        # ctx.needs_input_grad says True for a parameter that requires grad even under torch.no_grad()
+        # (evaluation), where computing its gradient would be wasted work
+        need_x, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
         nll = features.new_zeros(features.shape[0], dtype=torch.float32)
         grad_x = features.new_zeros(features.shape, dtype=compute_dtype) if need_x else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
-        rows = _rows_that_count(row_weights)
+        rows = row_weights.nonzero().squeeze(1)  # the rows that count; None when all do: contiguous chunks
+        rows = None if rows.numel() == row_weights.numel() else rows
         with torch.autocast(features.device.type, enabled=False):
             x = features.detach().to(compute_dtype)
             w = weight.detach().to(compute_dtype)
