@@ -154,11 +154,17 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.settings.amp == "fp16")
 
-    def config_record(self) -> dict:
+    def config_record(self, first_epoch: int = 1, first_step: int = 0, earlier: dict | None = None) -> dict:
+        """What ``config.json`` holds: experiment, settings, task, parameter counts, environment and the attempts.
+
+        ``first_epoch``/``first_step``: where this process starts training (epoch 1, step 0 unless resumed);
+        ``earlier``: the config.json of the attempts before it, for a resumed run (see ``attempt_history``).
+        """
         parameters = sum(p.numel() for p in self.model.parameters())
         learnable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         settings = {k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__}
         settings["data_dir"] = str(self.data_dir)  # as given (flag, $REPLAB_DATA or ./data): no machine's absolute path
+        env = environment(self.device)
         return {
             "experiment": self.experiment.to_dict(),
             "settings": settings,
@@ -166,8 +172,9 @@ class Trainer:
                      "unit": self.task.unit, **self.task.describe()},
             "parameters": {"total": parameters, "learnable": learnable},
             "world_size": self.dist.world_size,
-            "environment": environment(self.device),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "environment": env,
+            **attempt_history(earlier, {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_epoch": first_epoch,
+                                        "from_step": first_step, **{k: env.get(k) for k in ATTEMPT_ENVIRONMENT}}),
         }
 
     # -- checkpoints ----------------------------------------------------------------------------------------
@@ -348,7 +355,11 @@ class Trainer:
             try:
                 self.run.path.mkdir(parents=True, exist_ok=True)
                 self.run.remove_temporary_files()  # of a write a kill cut short
-                self.run.write_config(self.config_record())
+                resumed = start_epoch > 0 or partial is not None
+                self.run.write_config(self.config_record(
+                    first_epoch=partial["epoch"] if partial else start_epoch + 1,
+                    first_step=partial["steps"] if partial else 0,
+                    earlier=self.run.read_config() if resumed else None))
                 self.run.discard_summary()  # until this attempt ends, the folder reads as a run in progress
             except OSError as error:
                 raise RunError(f"cannot write the run folder {self.run.path}: {error.strerror or error}") from None
@@ -490,6 +501,25 @@ def _attach_log_file(run: RunDir) -> logging.Handler:
         logger.setLevel(logging.INFO)  # the log file always gets the epoch lines
     logger.addHandler(handler)
     return handler
+
+
+ATTEMPT_ENVIRONMENT = ("git_commit", "torch", "device", "device_name", "hostname")  # recorded per attempt
+
+
+def attempt_history(earlier: dict | None, attempt: dict) -> dict:
+    """``{"started", "attempts"}`` of config.json: when the run first started, and every process that trained it.
+
+    ``attempt``: this process's ``{"started", "from_epoch", "from_step", *ATTEMPT_ENVIRONMENT}``. ``earlier``: the
+    config.json written by the attempt before (None for a fresh start). A config.json from before attempts were
+    recorded stands for one attempt, rebuilt from its ``started`` and ``environment`` (where it began: unknown).
+    A run resumed from another commit or machine thus says which epochs came from which.
+    """
+    if not earlier:
+        return {"started": attempt["started"], "attempts": [attempt]}
+    env = earlier.get("environment") or {}
+    before = earlier.get("attempts") or [{"started": earlier.get("started"), "from_epoch": None, "from_step": None,
+                                          **{k: env.get(k) for k in ATTEMPT_ENVIRONMENT}}]
+    return {"started": earlier.get("started") or attempt["started"], "attempts": [*before, attempt]}
 
 
 def completed_summary(experiment: Experiment, settings: RunSettings) -> dict | None:

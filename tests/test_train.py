@@ -15,7 +15,7 @@ import torch
 from replab.cli import main
 from replab.runlog import RunDir
 from replab.tasks import ImageClassificationTask
-from replab.train import Trainer
+from replab.train import Trainer, attempt_history
 
 TINY_VIT = ["--batch-size", "32", "--limit-train-batches", "3", "--limit-eval-batches", "2", "--no-progress"]
 TINY_LSTM = ["--batch-size", "2", "--limit-train-batches", "2", "--limit-eval-batches", "1", "--no-progress"]
@@ -86,6 +86,9 @@ def test_vit_run_writes_every_file_and_field(tmp_path):
     env = config["environment"]
     for key in ("python", "torch", "device", "device_name", "cuda", "cudnn", "replab_version", "git_commit"):
         assert key in env
+    (attempt,) = config["attempts"]
+    assert attempt["started"] == config["started"] and (attempt["from_epoch"], attempt["from_step"]) == (1, 0)
+    assert attempt["git_commit"] == env["git_commit"] and attempt["torch"] == env["torch"] == torch.__version__
     records = run.read_metrics()
     assert [r["epoch"] for r in records] == [1, 2]
     for r in records:
@@ -140,6 +143,18 @@ def test_completed_run_is_not_overwritten_without_overwrite(tmp_path, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in run.path.iterdir()} == before
     assert cli(tmp_path, "train", "vit-2", "--epochs", "1", "--overwrite", *TINY_VIT) == 0
     assert run.summary.stat().st_mtime_ns != before["summary.json"]
+    assert len(run.read_config()["attempts"]) == 1  # a fresh start: no history of the run it replaced
+
+
+def test_attempt_history_keeps_the_first_start_and_rebuilds_an_older_config():
+    now = {"started": "2026-11-29T14:24:02+0000", "from_epoch": 8, "from_step": 0, "git_commit": "new"}
+    assert attempt_history(None, now) == {"started": now["started"], "attempts": [now]}
+    older = {"started": "2026-11-29T11:47:28+0000", "environment": {"git_commit": "old", "torch": "2.13.0"}}
+    history = attempt_history(older, now)
+    assert history["started"] == older["started"] and history["attempts"][1] == now
+    assert history["attempts"][0]["git_commit"] == "old" and history["attempts"][0]["from_epoch"] is None
+    third = {**now, "started": "2026-11-30T09:00:00+0000", "from_epoch": 9}
+    assert attempt_history({**older, **history}, third)["attempts"] == [*history["attempts"], third]
 
 
 def test_resume_after_a_kill_gives_the_uninterrupted_metrics(tmp_path):
@@ -179,6 +194,7 @@ def test_ctrl_c_ends_cleanly_with_exit_130_then_resumes(tmp_path, monkeypatch):
                         lambda self, *a: seen_while_training.append(run.read_summary()) or train_epoch(self, *a))
     assert cli(tmp_path, *args, "--resume") == 0
     assert seen_while_training == [None]
+    assert [(a["from_epoch"], a["from_step"]) for a in run.read_config()["attempts"]] == [(1, 0), (2, 0)]
     assert run.read_summary()["status"] == "completed" and len(run.read_metrics()) == 2
 
 
@@ -218,6 +234,11 @@ def test_resume_inside_an_epoch_gives_the_uninterrupted_metrics(tmp_path, monkey
     monkeypatch.setattr(Trainer, "train_step", lambda self, batch: steps.append(1) or train_step(self, batch))
     assert cli(tmp_path / "stopped", *args, "--resume") == 0
     assert len(steps) == 4  # the 4 steps of epoch 2 left, nothing trained twice
+    config = stopped.read_config()
+    first, second = config["attempts"]
+    assert (first["from_epoch"], first["from_step"], second["from_epoch"], second["from_step"]) == (1, 0, 2, 4)
+    assert config["started"] == first["started"] <= second["started"]
+    assert second["git_commit"] == config["environment"]["git_commit"] and second["device"] == "cpu"
     assert scores(stopped.read_metrics()) == expected
     assert stopped.read_summary()["status"] == "completed"
     assert stopped.read_summary()["test_final"] == RunDir(tmp_path / "straight" / "vit-2").read_summary()["test_final"]

@@ -376,8 +376,11 @@ class RunView:
 
     @property
     def commit(self) -> str:
-        commit = self.environment.get("git_commit") or "unknown"
-        return commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+        """The short git commit of the code; a run resumed under other commits lists each, first to last."""
+        attempts = self.record.config.get("attempts") or [self.environment]
+        commits = [a.get("git_commit") or "unknown" for a in attempts]
+        short = [c[:7] + ("-dirty" if c.endswith("-dirty") else "") for c in commits]
+        return ", ".join(dict.fromkeys(short))
 
     @property
     def limits(self) -> list[str]:

@@ -163,8 +163,9 @@ def runs_table(study: Study) -> Table:
     caption = ("Every run folder found, with its status and provenance. Status: completed; incomplete (started, "
                "no summary yet: still running, or killed); interrupted, diverged or failed (with the "
                "reason); damaged (a file of the run cannot be read: which one). Device and amp (autocast "
-               "precision) as recorded by the trainer; Commit: git commit of "
-               "the code (-dirty: uncommitted changes). Limits: batch limits per epoch; Full spec: whether the run "
+               "precision) as recorded by the trainer; Commit: git commit of the code (-dirty: uncommitted "
+               "changes; a run resumed under another commit lists each, in order, and its config.json's attempts "
+               "say from which epoch). Limits: batch limits per epoch; Full spec: whether the run "
                "used the specification's settings (no batch limits, no changed hyperparameter); Time: wall-clock time "
                "of its epochs, training and validation (a resumed run: its processes added up).")
     return Table("runs", "Runs and provenance", caption,

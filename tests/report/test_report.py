@@ -136,6 +136,17 @@ def test_provenance_flags_batch_limits(tmp_path):
     assert row[-2].startswith("NO: train ≤ 5 batches/epoch")
 
 
+def test_commit_of_a_run_resumed_under_other_commits_lists_each_once_in_order(tmp_path):
+    run = write_run(tmp_path, "vit-2", [0.3, 0.4, 0.5], [0.3, 0.4, 0.5])
+    assert load_study([tmp_path]).get("vit-2").commit == "0123456"  # a config.json from before attempts
+    attempts = [{"from_epoch": 1, "git_commit": "aaaaaaa1" * 5}, {"from_epoch": 2, "git_commit": "bbbbbbb2" * 5},
+                {"from_epoch": 3, "git_commit": "aaaaaaa1" * 5}, {"from_epoch": 3, "git_commit": None}]
+    run.write_config({**run.read_config(), "attempts": attempts})
+    study = load_study([tmp_path])
+    assert study.get("vit-2").commit == "aaaaaaa, bbbbbbb, unknown"
+    assert column(runs_table(study), "Commit") == ["aaaaaaa, bbbbbbb, unknown"]
+
+
 def test_diverged_run_keeps_its_null_values(runs, study):
     assert "null" in (runs / "vit-3" / "metrics.jsonl").read_text()
     run = study.get("vit-3")
