@@ -1,5 +1,6 @@
 """The published results: ``results/report`` is what ``replab report results/runs`` makes of ``results/runs`` now,
-the report is byte-stable for the same runs, and nothing published carries a machine's absolute path."""
+the report is byte-stable for the same runs, nothing published carries a machine's absolute path, and the README's
+Results tables quote the published runs' numbers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from replab.cli import main
+from replab.report.runs import RunView, load_study
 from tests.report.fakes import write_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,3 +72,49 @@ def test_the_report_is_byte_stable_and_names_no_absolute_path(tmp_path, monkeypa
     markdown = (first / "report.md").read_text()
     assert "under runs (`replab report runs` regenerates it)" in markdown
     assert str(tmp_path) not in markdown + (first / "report.html").read_text()
+
+
+def _results_rows(readme: str) -> dict[str, dict[str, str]]:
+    """The rows of the tables in the README's Results section whose first column is ``Run``: {run id: {header: cell}}
+    (the id is the first word of the Run cell, which may go on with ``(unfinished, 7/10 epochs)``)."""
+    section = readme.split("\n## Results\n", 1)[1].split("\n## ", 1)[0]
+    rows, header = {}, None
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if cells is None:
+            header = None
+        elif cells[0] == "Run":
+            header = cells
+        elif header and not set(cells[0]) <= set("-: "):
+            rows[cells[0].split()[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def _score(run: RunView, value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{100 * value:.2f} %" if run.metric == "accuracy" else f"{value:.2f}"
+
+
+def _quotes(row: dict[str, str], column: str, expected: str, where: str, whole: bool = True) -> None:
+    """The cell of the column whose header starts with ``column`` is ``expected`` (or starts with it)."""
+    (cell,) = [v.replace("**", "") for k, v in row.items() if k.startswith(column)]
+    assert cell == expected or (not whole and cell.startswith(expected)), \
+        f"{where}, {column}: the README says {cell!r}, the published run gives {expected!r}"
+
+
+def test_readme_results_quote_the_published_runs():
+    if not (REPO / RUNS).is_dir():
+        pytest.skip(f"{RUNS} is not published in this checkout yet")
+    rows = _results_rows((REPO / "README.md").read_text())
+    for run in load_study([REPO / RUNS]).runs:
+        assert run.id in rows, f"README Results: no row for the published run {run.id}"
+        row, where = rows[run.id], f"README Results, {run.id}"
+        status = "" if run.completed else f" (unfinished, {run.epochs_completed}/{run.epochs_planned} epochs)"
+        _quotes(row, "Run", run.id + status, where)
+        _quotes(row, "Best val", f"{_score(run, run.best_val)} ({run.best_epoch})", where)
+        _quotes(row, "Test", _score(run, run.test()), where)
+        _quotes(row, "s/epoch", f"{run.median_epoch_seconds:.0f} ({run.fastest_epoch_seconds:.0f})", where, whole=False)
+        memory = run.memory
+        _quotes(row, "Memory", f"{memory['steady_mean_mb']:,.0f} / {memory['peak_mb']:,.0f} MiB", where)
+        _quotes(row, "Commit", run.commit, where)
