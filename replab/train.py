@@ -165,6 +165,7 @@ class Trainer:
         settings = {k: getattr(self.settings, k) for k in self.settings.__dataclass_fields__}
         settings["data_dir"] = str(self.data_dir)  # as given (flag, $REPLAB_DATA or ./data): no machine's absolute path
         env = environment(self.device)
+        attempt = attempt_record(env, time.strftime("%Y-%m-%dT%H:%M:%S%z"), first_epoch, first_step)
         return {
             "experiment": self.experiment.to_dict(),
             "settings": settings,
@@ -173,8 +174,7 @@ class Trainer:
             "parameters": {"total": parameters, "learnable": learnable},
             "world_size": self.dist.world_size,
             "environment": env,
-            **attempt_history(earlier, {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_epoch": first_epoch,
-                                        "from_step": first_step, **{k: env.get(k) for k in ATTEMPT_ENVIRONMENT}}),
+            **attempt_history(earlier, attempt),
         }
 
     # -- checkpoints ----------------------------------------------------------------------------------------
@@ -355,11 +355,10 @@ class Trainer:
             try:
                 self.run.path.mkdir(parents=True, exist_ok=True)
                 self.run.remove_temporary_files()  # of a write a kill cut short
-                resumed = start_epoch > 0 or partial is not None
-                self.run.write_config(self.config_record(
-                    first_epoch=partial["epoch"] if partial else start_epoch + 1,
-                    first_step=partial["steps"] if partial else 0,
-                    earlier=self.run.read_config() if resumed else None))
+                resumed = start_epoch > 0 or partial is not None  # else a fresh start, with a new history
+                self.run.write_config(self.config_record(first_epoch=start_epoch + 1,
+                                                         first_step=partial["steps"] if partial else 0,
+                                                         earlier=self.run.read_config() if resumed else None))
                 self.run.discard_summary()  # until this attempt ends, the folder reads as a run in progress
             except OSError as error:
                 raise RunError(f"cannot write the run folder {self.run.path}: {error.strerror or error}") from None
@@ -506,19 +505,25 @@ def _attach_log_file(run: RunDir) -> logging.Handler:
 ATTEMPT_ENVIRONMENT = ("git_commit", "torch", "device", "device_name", "hostname")  # recorded per attempt
 
 
+def attempt_record(env: dict, started: str | None, from_epoch: int | None, from_step: int | None) -> dict:
+    """One entry of config.json's ``attempts``: when a process started, where in the run (epoch, step inside it),
+    and the ``ATTEMPT_ENVIRONMENT`` part of its ``environment()``."""
+    return {"started": started, "from_epoch": from_epoch, "from_step": from_step,
+            **{k: env.get(k) for k in ATTEMPT_ENVIRONMENT}}
+
+
 def attempt_history(earlier: dict | None, attempt: dict) -> dict:
     """``{"started", "attempts"}`` of config.json: when the run first started, and every process that trained it.
 
-    ``attempt``: this process's ``{"started", "from_epoch", "from_step", *ATTEMPT_ENVIRONMENT}``. ``earlier``: the
+    ``attempt``: this process's ``attempt_record``. ``earlier``: the
     config.json written by the attempt before (None for a fresh start). A config.json from before attempts were
     recorded stands for one attempt, rebuilt from its ``started`` and ``environment`` (where it began: unknown).
     A run resumed from another commit or machine thus says which epochs came from which.
     """
     if not earlier:
         return {"started": attempt["started"], "attempts": [attempt]}
-    env = earlier.get("environment") or {}
-    before = earlier.get("attempts") or [{"started": earlier.get("started"), "from_epoch": None, "from_step": None,
-                                          **{k: env.get(k) for k in ATTEMPT_ENVIRONMENT}}]
+    before = earlier.get("attempts") or [attempt_record(earlier.get("environment") or {}, earlier.get("started"),
+                                                        None, None)]
     return {"started": earlier.get("started") or attempt["started"], "attempts": [*before, attempt]}
 
 
