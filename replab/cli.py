@@ -7,7 +7,7 @@
     replab data {check,download}            what data is where; download what can be downloaded (--embeddings: GPT-1's)
     replab generate RUN_DIR [...]           text sampled from a trained LSTM
 
-Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C).
+Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 estimates, and the exit codes the ``replab`` commands return.
 
 Used by ``replab.cli`` (``train``, ``grid``) and ``replab.report.commands`` (``reproduce``); it imports neither.
-Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C).
+Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations

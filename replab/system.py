@@ -1,10 +1,12 @@
-"""The machine a run executes on: device choice, environment record, memory measurement, and the processes of
-a distributed run (rank, world size, sums across ranks)."""
+"""The machine a run executes on: device choice, environment record, memory measurement, the processes of a
+distributed run (rank, world size, sums across ranks), and the signals that ask a run to stop."""
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -15,6 +17,8 @@ import torch
 import torch.distributed as dist
 
 import replab
+
+log = logging.getLogger("replab.system")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -274,3 +278,55 @@ class Distributed:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank (collective: every rank calls it at the same point)."""
+        if not self.enabled:
+            return flag
+        return self.sum({"flag": torch.tensor(float(flag))})["flag"] > 0
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (``kill``, a scheduler preempting the job, ``torchrun`` passing either on)
+    turned into a request to stop at the next safe point, for the ``with`` block.
+
+    The first signal only sets ``received`` (its name, e.g. ``"SIGTERM"``) and logs what will happen; the trainer
+    polls it and stops after the current step with a checkpoint, so nothing trained is lost. A second signal, a
+    second or more later, raises ``KeyboardInterrupt`` at once, as Python's default Ctrl-C does. Only the main
+    thread can install signal handlers: elsewhere this does nothing. A signal the process ignores (``SIG_IGN``:
+    a shell's background jobs ignore SIGINT) stays ignored. The earlier handlers are restored on exit.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    # A repeat sooner than this is the first request delivered twice, not a second one: a terminal's Ctrl-C reaches
+    # torchrun's workers directly and once more through torchrun, which passes its signals on.
+    SAME_REQUEST_SECONDS = 1.0
+
+    def __init__(self):
+        self.received: str | None = None
+        self._received_at = 0.0
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                previous = signal.getsignal(number)
+                if previous is not signal.SIG_IGN:
+                    self._previous[number] = signal.SIG_DFL if previous is None else previous  # None: set from C
+                    signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, _frame) -> None:
+        now = time.monotonic()
+        if self.received is not None:
+            if now - self._received_at < self.SAME_REQUEST_SECONDS:
+                return
+            raise KeyboardInterrupt
+        self.received, self._received_at = signal.Signals(number).name, now
+        log.warning("%s received: stopping after the current step, with a checkpoint to --resume from (send it "
+                    "again to stop at once)", self.received)
+
+    def __exit__(self, *exc) -> None:
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous.clear()

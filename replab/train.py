@@ -10,6 +10,8 @@ Inside an epoch a checkpoint is also saved about every ``settings.checkpoint_min
 steps done and the epoch's statistics so far; resuming from it replays the epoch's batch order up to that step
 (the batches are drawn, not trained on), restores the global RNG, and continues with the same numbers too (under
 DDP the carried statistics are summed over ranks once, so the epoch's training loss may differ in its last bits).
+Ctrl-C or SIGTERM saves such a checkpoint after the step in progress and ends the run as ``interrupted``
+(``StopSignals``; under DDP the ranks agree on that step).
 
 Distributed: launched by ``torchrun`` (``WORLD_SIZE > 1``), the model is wrapped in
 ``DistributedDataParallel``; ``batch_size`` is the *global* batch, split without overlap across ranks, so the
@@ -40,6 +42,7 @@ from replab.runlog import CheckpointError, RunDir, RunLock, RunLocked, better, l
 from replab.system import (
     Distributed,
     MemoryMonitor,
+    StopSignals,
     Stopwatch,
     environment,
     native_bf16_cpu,
@@ -56,6 +59,10 @@ class RunError(Exception):
 
 class Diverged(Exception):
     """The loss became NaN or infinite."""
+
+
+class Stopped(Exception):
+    """A stop signal (``StopSignals``) was honoured at a safe point, after saving a checkpoint there."""
 
 
 class WriteFailed(Exception):
@@ -107,6 +114,7 @@ class Trainer:
         self.progress = settings.progress if settings.progress is not None else sys.stderr.isatty()
         self.progress = self.progress and self.dist.is_main
         self._save_every: int | None = None  # steps between checkpoints inside an epoch (set after the warm-up)
+        self.stop_signals = StopSignals()  # installed by fit() around the epochs
 
     # -- input checks: nothing is created or removed before they pass -------------------------------------
     def _preflight(self) -> None:
@@ -300,6 +308,11 @@ class Trainer:
                 monitor.steady()
                 if self._save_every is None:
                     self._save_every = self._steps_between_saves(clock.elapsed() / warmup)
+            if index + 1 < total and self._stop_requested():  # (after an epoch's last step: at the epoch's end)
+                if save_partial:
+                    save_partial(epoch, index + 1, totals, earlier_seconds + clock.elapsed())
+                raise Stopped(f"stopped by {self._stop_signal()} at epoch {epoch}, step {index + 1} of {total}, "
+                              "with a checkpoint there")
             if save_partial and self._save_every and (index + 1) % self._save_every == 0 and index + 1 < total:
                 save_partial(epoch, index + 1, totals, earlier_seconds + clock.elapsed())
             if self.progress:
@@ -312,6 +325,13 @@ class Trainer:
         seconds = earlier_seconds + clock.elapsed()
         summed = self.dist.sum(totals)
         return self.task.scores(summed), seconds, summed["items"]
+
+    def _stop_requested(self) -> bool:
+        """Whether a stop signal reached any rank (collective under DDP: every rank asks at the same step)."""
+        return self.dist.any(self.stop_signals.received is not None)
+
+    def _stop_signal(self) -> str:
+        return self.stop_signals.received or "a signal to another rank"
 
     def _steps_between_saves(self, step_seconds: float) -> int:
         """Training steps in ``settings.checkpoint_minutes`` at ``step_seconds`` per step (0: no saves inside an
@@ -383,7 +403,7 @@ class Trainer:
         log.info("%s: %s, %d parameters, device %s, epochs %d-%d", e.id, self.task.metric,
                  sum(p.numel() for p in self.model.parameters()), self.device, start_epoch + 1, e.epochs)
         release_free_memory(self.device)  # memory figures of this run only, not of an earlier run in the process
-        with MemoryMonitor(self.device) as monitor:
+        with MemoryMonitor(self.device) as monitor, self.stop_signals:
             try:
                 for epoch in range(start_epoch + 1, e.epochs + 1):
                     lr = self.optimizer.param_groups[0]["lr"]
@@ -414,10 +434,14 @@ class Trainer:
                     log.info("epoch %d: train loss %.4f %s %.4f | valid loss %.4f %s %.4f | %.1fs", epoch,
                              record["train_loss"], metric, record[f"train_{metric}"], record["val_loss"], metric,
                              record[f"val_{metric}"], train_seconds)
+                    if self._stop_requested():  # (resuming after the last epoch runs just the test)
+                        raise Stopped(f"stopped by {self._stop_signal()} after epoch {epoch}")
             except Diverged as error:
                 status, reason = "diverged", str(error)
             except WriteFailed as error:
                 status, reason = "failed", str(error)
+            except Stopped as error:
+                status, reason = "interrupted", f"{error}; continue with --resume"
             except KeyboardInterrupt:
                 status, reason = "interrupted", "stopped by the user (Ctrl-C); continue with --resume"
             except Exception as error:  # recorded, then raised again

@@ -14,6 +14,7 @@ import torch
 
 from replab.cli import main
 from replab.runlog import RunDir
+from replab.system import StopSignals
 from replab.tasks import ImageClassificationTask
 from replab.train import Trainer, attempt_history
 
@@ -176,26 +177,111 @@ def test_resume_after_a_kill_gives_the_uninterrupted_metrics(tmp_path):
     assert killed.read_summary()["status"] == "completed"
 
 
-def test_ctrl_c_ends_cleanly_with_exit_130_then_resumes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_signal_saves_the_step_it_arrives_in_exits_130_then_resumes_there(tmp_path, monkeypatch, stop):
     args = ["train", "vit-2", "--epochs", "2", "--batch-size", "32", "--limit-train-batches", "40",
-            "--limit-eval-batches", "2", "--no-progress"]
+            "--limit-eval-batches", "2", "--no-progress", "--checkpoint-minutes", "0"]
     run = RunDir(tmp_path / "vit-2")
     process = replab_process(tmp_path, *args)
     wait_for_first_epoch(run, process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)  # early in epoch 2 (40 steps)
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 130, output
     summary = run.read_summary()
-    assert summary["status"] == "interrupted" and "--resume" in summary["reason"]
-    assert summary["epochs_completed"] == 1
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
+    assert stop.name in summary["reason"] and "--resume" in summary["reason"], summary["reason"]
+    checkpoint = torch.load(run.last_checkpoint, weights_only=True)
+    steps = checkpoint["partial"]["steps"]
+    assert checkpoint["epoch"] == 1 and checkpoint["partial"]["epoch"] == 2 and 1 <= steps < 40
+    assert f"epoch 2, step {steps} of 40" in summary["reason"]
+    assert f"{stop.name} received" in run.log.read_text()
     seen_while_training = []  # the stale "interrupted" summary must not describe the resumed run
     train_epoch = Trainer.train_epoch
     monkeypatch.setattr(Trainer, "train_epoch",
                         lambda self, *a: seen_while_training.append(run.read_summary()) or train_epoch(self, *a))
     assert cli(tmp_path, *args, "--resume") == 0
     assert seen_while_training == [None]
-    assert [(a["from_epoch"], a["from_step"]) for a in run.read_config()["attempts"]] == [(1, 0), (2, 0)]
+    assert [(a["from_epoch"], a["from_step"]) for a in run.read_config()["attempts"]] == [(1, 0), (2, steps)]
     assert run.read_summary()["status"] == "completed" and len(run.read_metrics()) == 2
+
+
+def noisy_steps(monkeypatch) -> None:
+    """Each training step draws from the global RNG, as dropout does: a resume must restore that RNG too."""
+    task_step = ImageClassificationTask.step
+
+    def noisy_step(self, objective, batch):
+        loss, stats = task_step(self, objective, batch)
+        return loss * (1 + 0.01 * torch.rand(())), stats
+
+    monkeypatch.setattr(ImageClassificationTask, "step", noisy_step)
+
+
+def signals_at_steps(monkeypatch, at: dict[int, list[int]]) -> list[int]:
+    """Training steps that send this process the signals ``at[n]`` as (1-based, over the whole run) step ``n``
+    begins; returns the list that counts the steps trained."""
+    steps = []
+    train_step = Trainer.train_step
+
+    def step(self, batch):
+        steps.append(1)
+        for number in at.get(len(steps), []):
+            os.kill(os.getpid(), number)
+        return train_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    return steps
+
+
+STOP_ARGS = ["train", "vit-2", "--epochs", "2", "--batch-size", "32", "--limit-train-batches", "8",
+             "--limit-eval-batches", "2", "--no-progress", "--checkpoint-minutes", "0"]
+
+
+@pytest.mark.parametrize(("at_step", "checkpoint_at", "steps_left"), [(13, (1, 5), 3), (8, (1, None), 8)],
+                         ids=["inside-an-epoch", "at-an-epochs-last-step"])
+def test_a_stop_signal_loses_no_training_and_resume_gives_the_uninterrupted_metrics(
+        tmp_path, monkeypatch, at_step, checkpoint_at, steps_left):
+    """SIGTERM during step 13 (epoch 2, step 5 of 8): that step ends, is saved, the run stops; during step 8 (the
+    last of epoch 1): the epoch ends as usual (evaluation, checkpoint), then the run stops. Either way --resume
+    trains only the steps left, to the numbers of a run never stopped, and the signal handlers are put back."""
+    noisy_steps(monkeypatch)
+    assert cli(tmp_path / "straight", *STOP_ARGS) == 0
+    expected = scores(RunDir(tmp_path / "straight" / "vit-2").read_metrics())
+
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    steps = signals_at_steps(monkeypatch, {at_step: [signal.SIGTERM]})
+    stopped = RunDir(tmp_path / "stopped" / "vit-2")
+    assert cli(tmp_path / "stopped", *STOP_ARGS) == 130
+    assert len(steps) == at_step  # no step after the signal's
+    assert {number: signal.getsignal(number) for number in handlers} == handlers
+    checkpoint = torch.load(stopped.last_checkpoint, weights_only=True)
+    assert (checkpoint["epoch"], checkpoint.get("partial", {}).get("steps")) == checkpoint_at
+    assert len(stopped.read_metrics()) == 1 and "SIGTERM" in stopped.read_summary()["reason"]
+
+    steps = signals_at_steps(monkeypatch, {})
+    assert cli(tmp_path / "stopped", *STOP_ARGS, "--resume") == 0
+    assert len(steps) == steps_left  # nothing trained twice
+    assert scores(stopped.read_metrics()) == expected
+    assert stopped.read_summary()["status"] == "completed"
+    assert stopped.read_summary()["test_final"] == RunDir(tmp_path / "straight" / "vit-2").read_summary()["test_final"]
+
+
+def test_a_second_signal_stops_at_once_but_one_delivered_twice_does_not(tmp_path, monkeypatch):
+    """Ctrl-C, then Ctrl-C again a second later: the run stops inside the step, as a plain Ctrl-C would, with the
+    last checkpoint (here epoch 1's) kept. The same signal twice in a row (a terminal's Ctrl-C reaching torchrun's
+    workers directly and through torchrun) is one request: the run stops after that step, with a checkpoint."""
+    monkeypatch.setattr(StopSignals, "SAME_REQUEST_SECONDS", 0.0)
+    steps = signals_at_steps(monkeypatch, {11: [signal.SIGINT, signal.SIGINT]})
+    run = RunDir(tmp_path / "twice" / "vit-2")
+    assert cli(tmp_path / "twice", *STOP_ARGS) == 130
+    assert run.read_summary()["reason"] == "stopped by the user (Ctrl-C); continue with --resume"
+    assert len(steps) == 11 and "partial" not in torch.load(run.last_checkpoint, weights_only=True)
+
+    monkeypatch.setattr(StopSignals, "SAME_REQUEST_SECONDS", 60.0)
+    steps = signals_at_steps(monkeypatch, {11: [signal.SIGINT, signal.SIGINT]})
+    run = RunDir(tmp_path / "once" / "vit-2")
+    assert cli(tmp_path / "once", *STOP_ARGS) == 130
+    assert "stopped by SIGINT at epoch 2, step 3 of 8" in run.read_summary()["reason"]
+    assert torch.load(run.last_checkpoint, weights_only=True)["partial"]["steps"] == 3
 
 
 def test_resume_inside_an_epoch_gives_the_uninterrupted_metrics(tmp_path, monkeypatch):
@@ -203,13 +289,7 @@ def test_resume_inside_an_epoch_gives_the_uninterrupted_metrics(tmp_path, monkey
     its last step, trains only the steps left, and ends with the numbers of a run never stopped."""
     args = ["train", "vit-2", "--epochs", "2", "--batch-size", "32", "--limit-train-batches", "8",
             "--limit-eval-batches", "2", "--no-progress", "--checkpoint-minutes", "1e-9"]
-    task_step = ImageClassificationTask.step
-
-    def noisy_step(self, objective, batch):  # a draw from the global RNG at every step, as dropout makes
-        loss, stats = task_step(self, objective, batch)
-        return loss * (1 + 0.01 * torch.rand(())), stats
-
-    monkeypatch.setattr(ImageClassificationTask, "step", noisy_step)
+    noisy_steps(monkeypatch)
     assert cli(tmp_path / "straight", *args) == 0
     expected = scores(RunDir(tmp_path / "straight" / "vit-2").read_metrics())
 
@@ -325,6 +405,34 @@ def test_ddp_checkpoint_inside_an_epoch_holds_every_ranks_sums_and_resumes(tmp_p
     assert "resuming inside epoch 1, after step 2" in run.log.read_text()
     (got,), (want,) = scores(run.read_metrics()), expected
     assert_scores_close(got, want, rel_tol=1e-6, abs_tol=1e-7)
+
+
+@pytest.mark.slow
+def test_ddp_sigterm_to_torchrun_stops_every_rank_at_one_step_with_a_checkpoint(tmp_path):
+    """torchrun passes SIGTERM on to its workers; they agree on the step to stop after (the first at which any has
+    the signal), rank 0 saves it, and a resumed run ends with the numbers of one never stopped."""
+    args = ["train", "vit-2", "--epochs", "2", "--batch-size", "16", "--limit-train-batches", "30",
+            "--limit-eval-batches", "2", "--no-progress", "--device", "cpu", "--checkpoint-minutes", "0"]
+    straight = _torchrun(tmp_path / "straight", 2, *args)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run = RunDir(tmp_path / "stopped" / "vit-2")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "replab", *args, "--out", str(tmp_path / "stopped")]
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    wait_for_first_epoch(run, process)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0]
+    summary = run.read_summary()
+    assert summary is not None and summary["status"] == "interrupted" and "SIGTERM" in summary["reason"], output
+    partial = torch.load(run.last_checkpoint, weights_only=True)["partial"]
+    assert partial["epoch"] == 2 and 1 <= partial["steps"] < 30
+    assert partial["totals"]["items"] == partial["steps"] * 16  # both ranks' images, up to the same step
+    resumed = _torchrun(tmp_path / "stopped", 2, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for got, want in zip(scores(run.read_metrics()), scores(RunDir(tmp_path / "straight" / "vit-2").read_metrics()),
+                         strict=True):
+        assert_scores_close(got, want, rel_tol=1e-6, abs_tol=1e-7)
 
 
 def test_batchnorm_is_synchronised_only_for_ddp_on_gpus():
