@@ -292,9 +292,10 @@ class StopSignals:
 
     The first signal only sets ``received`` (its name, e.g. ``"SIGTERM"``) and logs what will happen; the trainer
     polls it and stops after the current step with a checkpoint, so nothing trained is lost. A second signal, a
-    second or more later, raises ``KeyboardInterrupt`` at once, as Python's default Ctrl-C does. Only the main
-    thread can install signal handlers: elsewhere this does nothing. A signal the process ignores (``SIG_IGN``:
-    a shell's background jobs ignore SIGINT) stays ignored. The earlier handlers are restored on exit.
+    second or more later, raises ``KeyboardInterrupt`` (with the signal's name) at once, as Python's default Ctrl-C
+    does. Only the main thread can install signal handlers: elsewhere this does nothing. A signal the process
+    ignores (``SIG_IGN``: a shell's background jobs ignore SIGINT) stays ignored. The earlier handlers are
+    restored on exit.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -321,7 +322,7 @@ class StopSignals:
         if self.received is not None:
             if now - self._received_at < self.SAME_REQUEST_SECONDS:
                 return
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(signal.Signals(number).name)
         self.received, self._received_at = signal.Signals(number).name, now
         log.warning("%s received: stopping after the current step, with a checkpoint to --resume from (send it "
                     "again to stop at once)", self.received)

@@ -442,8 +442,9 @@ class Trainer:
                 status, reason = "failed", str(error)
             except Stopped as error:
                 status, reason = "interrupted", f"{error}; continue with --resume"
-            except KeyboardInterrupt:
-                status, reason = "interrupted", "stopped by the user (Ctrl-C); continue with --resume"
+            except KeyboardInterrupt as error:  # Python's own Ctrl-C, or a second signal (StopSignals)
+                how = f"at once by a second {error}" if str(error) else "by the user (Ctrl-C)"
+                status, reason = "interrupted", f"stopped {how}; continue with --resume (from the last checkpoint)"
             except Exception as error:  # recorded, then raised again
                 status, reason = "failed", f"{type(error).__name__}: {error}"
                 self._finish(records, best, status, reason)
