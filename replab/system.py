@@ -279,11 +279,12 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` is true on any rank (collective: every rank calls it at the same point)."""
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` is true on any rank (collective: every rank calls it at the same point; ``device``: the
+        rank's training device, where NCCL needs the tensor)."""
         if not self.enabled:
             return flag
-        return self.sum({"flag": torch.tensor(float(flag))})["flag"] > 0
+        return self.sum({"flag": torch.tensor(float(flag), device=device)})["flag"] > 0
 
 
 class StopSignals:

@@ -328,7 +328,7 @@ class Trainer:
 
     def _stop_requested(self) -> bool:
         """Whether a stop signal reached any rank (collective under DDP: every rank asks at the same step)."""
-        return self.dist.any(self.stop_signals.received is not None)
+        return self.dist.any(self.stop_signals.received is not None, self.device)
 
     def _stop_signal(self) -> str:
         return self.stop_signals.received or "a signal to another rank"
