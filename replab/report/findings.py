@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from replab.report.reference import CNN_REFERENCE, GRID_TITLES, display
 from replab.report.runs import (
     OPTIMIZER_STATE_COPIES,
+    SAME_COST_MARGIN,
     RunView,
     Study,
     completed,
@@ -176,8 +177,8 @@ def _wall_clock_choice(runs: list[RunView], scope: str) -> str:
         others = [r.id for r in cheapest if r is not quickest]
         one = len(others) == 1
         text += (f" {_join(others)} {'is' if one else 'are'} not separated from {quickest.id}: "
-                 f"{'its fastest epoch' if one else 'the fastest epoch of each'} is quicker than {quickest.id}'s "
-                 f"median epoch ({quickest.median_epoch_seconds:.1f} s), so the machine's load varied more than "
+                 f"{'its fastest epoch' if one else 'the fastest epoch of each'} is at most {SAME_COST_MARGIN:.0%} above "
+                 f"{quickest.id}'s median epoch ({quickest.median_epoch_seconds:.1f} s), so the machine's load varied more than "
                  f"their cost. Of these {len(cheapest)}, {choice.id} reaches the best validation {choice.metric},")
     else:
         text += f" {choice.id} reaches a best validation {choice.metric} of"
@@ -195,7 +196,8 @@ def time_comparison(a: RunView, b: RunView) -> str:
     slower = a if a.slower_than(b) else b if b.slower_than(a) else None
     if slower is None:
         return text + " (not separated: the machine's load varied more than the difference)"
-    return text + f" ({slower.id} slower: even its fastest epoch took longer than the other's median one)"
+    return text + (f" ({slower.id} slower: even its fastest epoch took more than {SAME_COST_MARGIN:.0%} longer than "
+                   "the other's median one)")
 
 
 def _join(words: list[str]) -> str:

@@ -23,6 +23,9 @@ from replab.tasks import TASKS
 OPTIMIZER_STATE_COPIES = {"adam": 2, "adamw": 2, "momentum": 1, "sgd": 0}
 CIFAR_VALID_IMAGES = 5000  # the seeded 45k/5k split of replab.data.cifar10
 STATUS_TEXT = {"running": "incomplete", "missing": "not started"}
+# Epoch times closer than this are not a difference in cost: undisturbed epochs of one run spread this much (a
+# 6-layer ViT's quiet CPU epochs: 889-948 s, 6.6 %), and an A/B of two equal-cost steps differs by ~1 %.
+SAME_COST_MARGIN = 0.05
 
 
 def _number(value) -> float:
@@ -280,9 +283,10 @@ class RunView:
 
     def slower_than(self, other: RunView) -> bool:
         """Whether this run's epochs cost more than ``other``'s beyond the machine's variation: even its fastest
-        epoch took longer than ``other``'s median one. A difference inside that range may be the load's."""
+        epoch took more than ``SAME_COST_MARGIN`` longer than ``other``'s median one. A difference inside that range
+        may be the load's, or the spread of one run's undisturbed epochs."""
         mine, theirs = self.fastest_epoch_seconds, other.median_epoch_seconds
-        return mine is not None and theirs is not None and mine > theirs
+        return mine is not None and theirs is not None and mine > theirs * (1 + SAME_COST_MARGIN)
 
     @property
     def seconds_text(self) -> str:

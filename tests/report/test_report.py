@@ -184,6 +184,20 @@ def test_wall_clock_choice_does_not_read_the_machines_load_as_cost(tmp_path):
     assert "Adam (vit-1) 60.00% (epoch 5), final training loss 0.750, median 29.0 s/epoch (fastest 9.5 s)" in text
 
 
+def test_epoch_times_closer_than_the_margin_are_not_a_difference_in_cost(tmp_path):
+    """Runs of equal cost spread by a few percent even on a quiet machine: a fastest epoch at most 5 % above the
+    other's median does not make a run slower; one further above does."""
+    write_run(tmp_path, "vit-6", [0.3, 0.4, 0.5], [0.3, 0.4, 0.5], seconds=[95.0, 100.0, 120.0])  # median 100
+    write_run(tmp_path, "vit-7", [0.3, 0.4, 0.5], [0.3, 0.4, 0.5], seconds=[104.0, 110.0, 106.0])
+    write_run(tmp_path, "vit-5", [0.3, 0.4, 0.5], [0.3, 0.4, 0.5], seconds=[106.0, 107.0, 108.0])
+    study = load_study([tmp_path])
+    vit5, vit6, vit7 = (study.get(i) for i in ("vit-5", "vit-6", "vit-7"))
+    assert not vit7.slower_than(vit6) and not vit6.slower_than(vit7)  # 104 s against a median of 100 s: 4 %
+    assert vit5.slower_than(vit6) and not vit6.slower_than(vit5)  # 106 s: 6 %
+    assert "(not separated: the machine's load varied more than the difference)" in finding_texts(
+        study, "PreNorm vs PostNorm")
+
+
 def test_the_time_each_run_and_grid_took_adds_up_its_epochs(tmp_path):
     write_run(tmp_path, "vit-1", [0.3, 0.4], [0.3, 0.4], seconds=[3599.0, 1799.0])  # + 1 s validation each
     write_run(tmp_path, "vit-2", [0.3], [0.3], seconds=1799.0, status=None, epochs=10)
