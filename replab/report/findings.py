@@ -177,9 +177,10 @@ def _wall_clock_choice(runs: list[RunView], scope: str) -> str:
         others = [r.id for r in cheapest if r is not quickest]
         one = len(others) == 1
         text += (f" {_join(others)} {'is' if one else 'are'} not separated from {quickest.id}: "
-                 f"{'its fastest epoch' if one else 'the fastest epoch of each'} is at most {SAME_COST_MARGIN:.0%} above "
-                 f"{quickest.id}'s median epoch ({quickest.median_epoch_seconds:.1f} s), so the machine's load varied more than "
-                 f"their cost. Of these {len(cheapest)}, {choice.id} reaches the best validation {choice.metric},")
+                 f"{'its fastest epoch' if one else 'the fastest epoch of each'} is at most "
+                 f"{SAME_COST_MARGIN:.0%} above {quickest.id}'s median epoch ({quickest.median_epoch_seconds:.1f} s), "
+                 f"so the machine's load varied more than their cost. Of these {len(cheapest)}, {choice.id} "
+                 f"reaches the best validation {choice.metric},")
     else:
         text += f" {choice.id} reaches a best validation {choice.metric} of"
     text += f" {_score(choice)}, after {fmt_seconds(choice.total_seconds)} of training in all."
