@@ -184,17 +184,23 @@ def test_a_stop_signal_saves_the_step_it_arrives_in_exits_130_then_resumes_there
     run = RunDir(tmp_path / "vit-2")
     process = replab_process(tmp_path, *args)
     wait_for_first_epoch(run, process)
-    process.send_signal(stop)  # early in epoch 2 (40 steps)
+    process.send_signal(stop)  # early in epoch 2 (40 steps), or just before epoch 1's end-of-epoch stop check
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 130, output
     summary = run.read_summary()
     assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
     assert stop.name in summary["reason"] and "--resume" in summary["reason"], summary["reason"]
-    checkpoint = torch.load(run.last_checkpoint, weights_only=True)
-    steps = checkpoint["partial"]["steps"]
-    assert checkpoint["epoch"] == 1 and checkpoint["partial"]["epoch"] == 2 and 1 <= steps < 40
-    assert f"epoch 2, step {steps} of 40" in summary["reason"]
     assert f"{stop.name} received" in run.log.read_text()
+    checkpoint = torch.load(run.last_checkpoint, weights_only=True)
+    assert checkpoint["epoch"] == 1
+    # Epoch 1's files are on disk a moment before the run checks for a signal at the epoch's end: a signal in that
+    # moment stops the run there (epoch 2 not begun, nothing to save inside it); later, after a step of epoch 2.
+    steps = checkpoint["partial"]["steps"] if "partial" in checkpoint else 0
+    if steps:
+        assert checkpoint["partial"]["epoch"] == 2 and steps < 40
+        assert f"at epoch 2, step {steps} of 40, with a checkpoint there" in summary["reason"]
+    else:
+        assert f"stopped by {stop.name} after epoch 1;" in summary["reason"]
     seen_while_training = []  # the stale "interrupted" summary must not describe the resumed run
     train_epoch = Trainer.train_epoch
     monkeypatch.setattr(Trainer, "train_epoch",
