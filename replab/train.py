@@ -308,13 +308,14 @@ class Trainer:
                 monitor.steady()
                 if self._save_every is None:
                     self._save_every = self._steps_between_saves(clock.elapsed() / warmup)
-            if index + 1 < total and self._stop_requested():  # (after an epoch's last step: at the epoch's end)
-                if save_partial:
-                    save_partial(epoch, index + 1, totals, earlier_seconds + clock.elapsed())
-                raise Stopped(f"stopped by {self._stop_signal()} at epoch {epoch}, step {index + 1} of {total}, "
-                              "with a checkpoint there")
-            if save_partial and self._save_every and (index + 1) % self._save_every == 0 and index + 1 < total:
-                save_partial(epoch, index + 1, totals, earlier_seconds + clock.elapsed())
+            steps = index + 1
+            if steps < total:  # (after an epoch's last step, the epoch's own checkpoint and stop check follow)
+                stop = self._stop_requested()
+                if save_partial and (stop or (self._save_every and steps % self._save_every == 0)):
+                    save_partial(epoch, steps, totals, earlier_seconds + clock.elapsed())
+                if stop:
+                    raise Stopped(f"stopped by {self._stop_signal()} at epoch {epoch}, step {steps} of {total}, "
+                                  "with a checkpoint there")
             if self.progress:
                 rate = totals["items"].item() * self.dist.world_size / max(clock.elapsed(), 1e-9)
                 bar.set_postfix(loss=f"{loss.item():.4f}", rate=f"{rate:,.0f} {self.task.unit}/s")
