@@ -2,7 +2,9 @@
 
 ``write_report(run_folders, out)`` reads the runs, draws ``out/figures/*.{png,pdf}``, writes
 ``out/tables/*.{md,tex}``, numbers every figure and table in reading order, and writes both documents. The HTML
-embeds every image as a base64 PNG data URI and loads nothing else, so it opens offline in any browser.
+embeds every image as a base64 PNG data URI and loads nothing else, so it opens offline in any browser; with
+``link_figures`` it points at ``figures/*.png`` instead, as ``report.md`` does (a report kept in git then holds
+each image once, not twice).
 """
 
 from __future__ import annotations
@@ -199,13 +201,16 @@ def _html_table(table: Table) -> str:
             "</table></div>")
 
 
-def _html_figure(figure: Figure) -> str:
-    data = base64.b64encode(figure.png.read_bytes()).decode("ascii")
-    return (f'<figure id="{figure.stem}"><img src="data:image/png;base64,{data}" alt="{figure.label}">'
+def _html_figure(figure: Figure, link: bool) -> str:
+    if link:
+        source = f"figures/{figure.png.name}"
+    else:
+        source = "data:image/png;base64," + base64.b64encode(figure.png.read_bytes()).decode("ascii")
+    return (f'<figure id="{figure.stem}"><img src="{source}" alt="{figure.label}">'
             f"<figcaption><strong>{figure.label}.</strong> {_inline(figure.caption)}</figcaption></figure>")
 
 
-def render_html(blocks: list[Block]) -> str:
+def render_html(blocks: list[Block], link_figures: bool = False) -> str:
     title = next((b.text for b in blocks if isinstance(b, Heading)), "Report")
     body = []
     for block in blocks:
@@ -218,7 +223,7 @@ def render_html(blocks: list[Block]) -> str:
         elif isinstance(block, Table):
             body.append(_html_table(block))
         elif isinstance(block, Figure):
-            body.append(_html_figure(block))
+            body.append(_html_figure(block, link_figures))
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
             f"<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
 
@@ -231,8 +236,9 @@ def _clear(folder: Path, patterns: Iterable[str]) -> None:
             path.unlink()
 
 
-def write_report(run_folders: Iterable[str | Path], out: str | Path) -> Report:
-    """Read every run under ``run_folders`` and write the report into ``out``."""
+def write_report(run_folders: Iterable[str | Path], out: str | Path, link_figures: bool = False) -> Report:
+    """Read every run under ``run_folders`` and write the report into ``out`` (``link_figures``: the HTML links
+    ``figures/*.png`` rather than embedding them)."""
     out = Path(out)
     study = load_study(run_folders)
     figures, tables = out / "figures", out / "tables"
@@ -246,5 +252,5 @@ def write_report(run_folders: Iterable[str | Path], out: str | Path) -> Report:
         (tables / f"{table.key}.md").write_text(f"**{table.label}.** {table.caption}\n\n{table.markdown()}\n")
         (tables / f"{table.key}.tex").write_text(table.latex())
     (out / "report.md").write_text(render_markdown(blocks))
-    (out / "report.html").write_text(render_html(blocks))
+    (out / "report.html").write_text(render_html(blocks, link_figures))
     return Report(out, study, found, blocks)

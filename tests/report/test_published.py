@@ -17,7 +17,7 @@ from tests.report.fakes import write_study
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS, REPORT = Path("results/runs"), Path("results/report")  # relative to the repository, as the README gives them
-REGENERATE = "replab report results/runs --out results/report"
+REGENERATE = "replab report results/runs --out results/report --link-figures"  # figures stored once in git
 
 
 def _markdown(folder: Path) -> dict[str, str]:
@@ -44,8 +44,10 @@ def test_published_report_is_what_the_published_runs_give_now(tmp_path, monkeypa
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
-    assert main(["report", str(RUNS), "--out", "regenerated"]) == 0
+    assert main(["report", str(RUNS), "--out", "regenerated", "--link-figures"]) == 0
     assert _markdown(Path("regenerated")) == _markdown(REPO / REPORT), f"{REPORT} is out of date: run `{REGENERATE}`"
+    published_html = (REPO / REPORT / "report.html").read_text()
+    assert Path("regenerated/report.html").read_text() == published_html, f"run `{REGENERATE}`"
 
 
 def test_published_runs_carry_no_absolute_path():

@@ -32,6 +32,14 @@ def report(runs, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def linked_report(runs, tmp_path_factory) -> Path:
+    """The same report written with ``--link-figures``."""
+    out = tmp_path_factory.mktemp("linked") / "report"
+    assert main(["report", str(runs), "--out", str(out), "--link-figures"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
 def study(runs):
     return load_study([runs])
 
@@ -274,6 +282,18 @@ def test_html_is_self_contained(report):
     assert "<strong>70.00 (3)</strong>" in page
 
 
+def test_html_with_linked_figures_points_at_the_figure_files(report, linked_report):
+    embedded, linked = (report / "report.html").read_text(), (linked_report / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]*)"', linked)
+    assert len(sources) == 16 and all(re.fullmatch(r"figures/[\w-]+\.png", s) for s in sources)
+    assert all((linked_report / s).is_file() for s in sources) and "base64" not in linked
+    stems = re.findall(r'<figure id="([^"]*)"><img src="data:', embedded)
+    assert sources == [f"figures/{stem}.png" for stem in stems]  # the same figures in the same places
+    assert re.sub(r'<img src="[^"]*"', "", linked) == re.sub(r'<img src="[^"]*"', "", embedded)
+    assert len(linked) * 20 < len(embedded)
+    assert (linked_report / "report.md").read_text() == (report / "report.md").read_text()
+
+
 IMAGE_CHECK = """<script>
 window.addEventListener("load", function () {
   var images = Array.from(document.images);
@@ -286,12 +306,15 @@ window.addEventListener("load", function () {
 """
 
 
-def test_html_images_decode_in_headless_chromium(report, tmp_path):
+@pytest.mark.parametrize("kind", ["embedded", "linked"])
+def test_html_images_decode_in_headless_chromium(kind, request, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (apt-get install chromium): the browser check is skipped")
-    page = tmp_path / "check.html"  # a test-only copy with the checking script
-    page.write_text((report / "report.html").read_text().replace("</body>", IMAGE_CHECK + "</body>"))
+    folder = tmp_path / "report"  # a test-only copy (linked figures load from beside the page)
+    shutil.copytree(request.getfixturevalue("report" if kind == "embedded" else "linked_report"), folder)
+    page = folder / "check.html"
+    page.write_text((folder / "report.html").read_text().replace("</body>", IMAGE_CHECK + "</body>"))
     result = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
