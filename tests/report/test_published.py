@@ -1,6 +1,6 @@
-"""The published results: ``results/report`` is what ``replab report results/runs`` makes of ``results/runs`` now,
-the report is byte-stable for the same runs, nothing published carries a machine's absolute path, and the README's
-Results tables quote the published runs' numbers."""
+"""The published results: ``results/report`` is what ``replab report results/runs --link-figures`` makes of
+``results/runs`` now, the report is byte-stable for the same runs, nothing published carries a machine's absolute
+path, and the README's Results tables quote the published runs' numbers."""
 
 from __future__ import annotations
 
