@@ -4,7 +4,7 @@
     replab train ID [overrides]             one experiment into runs/ID/
     replab grid {lstm,vit,cnn,all} [...]    experiments one after another, skipping completed ones, resuming others
     replab train/grid ... --dry-run         time a few real steps: estimated time per epoch, in total, peak memory
-    replab data {check,download}            what data is where; download what can be downloaded (--embeddings: GPT-1's)
+    replab data {check,download}            what data is where; download what can be (also GPT-1's files)
     replab generate RUN_DIR [...]           text sampled from a trained LSTM
 
 Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C or SIGTERM).
@@ -115,10 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
     data.add_argument("--verify", action="store_true",
                       help="check: compare every file's MD5 with the official CIFAR-10 sums and the MD5SUMS lists")
-    data.add_argument("--embeddings", action="store_true",
-                      help="download: GPT-1's token embeddings (embeddings.npz) instead of CIFAR-10")
-    data.add_argument("--embeddings-url", help="base URL of GPT-1's model/ folder (default: $REPLAB_EMBEDDINGS_URL, "
-                      "else openai/finetune-transformer-lm on GitHub)")
+    what = data.add_mutually_exclusive_group()
+    what.add_argument("--embeddings", action="store_true",
+                      help="download: GPT-1's token embeddings (embeddings.npz) and vocabulary instead of CIFAR-10")
+    what.add_argument("--vocabulary", action="store_true",
+                      help="download: only GPT-1's BPE vocabulary (gpt1-bpe/, for decoding token ids to text)")
+    data.add_argument("--gpt1-url", "--embeddings-url", dest="gpt1_url",
+                      help="base URL of GPT-1's model/ folder, for the embeddings and the vocabulary (default: "
+                      "$REPLAB_EMBEDDINGS_URL, else openai/finetune-transformer-lm on GitHub)")
 
     from replab.report.commands import add_report_commands
 
@@ -179,19 +183,23 @@ def cmd_data(args) -> int:
     from replab.data import resolve_data_dir
     from replab.data.cifar10 import download_cifar10, load_cifar10
     from replab.data.embeddings import EMBEDDINGS_FILE, check_embeddings, download_embeddings
+    from replab.data.vocabulary import check_vocabulary, download_vocabulary
     from replab.data.wikitext2 import Wikitext2
+    from replab.text.bpe import VOCABULARY_FOLDER
 
     root = resolve_data_dir(args.data_dir)
-    if args.action == "download" and args.embeddings:
+    if args.action == "download":
         try:
-            print(f"GPT-1 embeddings: {download_embeddings(root, url=args.embeddings_url)}")
+            if args.embeddings:
+                print(f"GPT-1 embeddings: {download_embeddings(root, url=args.gpt1_url)}")
+            if not (args.embeddings or args.vocabulary):
+                print(f"CIFAR-10: {download_cifar10(root / 'cifar10')}")
+            print(f"GPT-1 vocabulary: {download_vocabulary(root, url=args.gpt1_url)}")
         except (ConnectionError, ValueError) as error:
             raise UsageError(str(error)) from None
-    elif args.action == "download":
-        folder = download_cifar10(root / "cifar10")
-        print(f"CIFAR-10: {folder}")
-        print("Wikitext-2 (GPT-1 token ids) is the course's preprocessed copy and is not downloadable: "
-              f"put wiki.{{train,validation,test}}.npz in {root / 'wikitext2'}")
+        if not (args.embeddings or args.vocabulary):
+            print("Wikitext-2 (GPT-1 token ids) is the course's preprocessed copy and is not downloadable: "
+                  f"put wiki.{{train,validation,test}}.npz in {root / 'wikitext2'}")
     ok = True
     for split in ("train", "validation", "test"):
         try:
@@ -206,6 +214,16 @@ def cmd_data(args) -> int:
     except (FileNotFoundError, ValueError) as error:
         ok = False
         print(f"cifar10    {_problem(error)}: {error}")
+    try:
+        tokenizer = check_vocabulary(root)
+        print(f"vocabulary ok: {tokenizer.vocabulary_size - 1:,} GPT-1 tokens, {tokenizer.merges:,} merges "
+              f"({VOCABULARY_FOLDER}/)")
+    except FileNotFoundError:
+        print("vocabulary absent (needed only to turn token ids into text: `replab generate`, the report's LSTM "
+              "samples): replab data download --vocabulary")
+    except ValueError as error:
+        ok = False
+        print(f"vocabulary DAMAGED: {error}")
     embeddings = root / EMBEDDINGS_FILE
     if not embeddings.exists():
         print("embeddings absent (optional; without them the LSTM learns its embeddings): "

@@ -164,7 +164,7 @@ def generate(model: LSTM, prompt_ids: list[int], settings: SampleSettings) -> li
 
 def sample(model: LSTM, prompt: str, settings: SampleSettings, tokenizer: GPT1Tokenizer | None = None) -> Sample:
     """Encode ``prompt``, generate, and decode: the prompt as the model read it and its continuation."""
-    tokenizer = tokenizer or GPT1Tokenizer.default()
+    tokenizer = tokenizer or GPT1Tokenizer.from_data_dir()
     prompt_ids = encode_prompt(prompt, tokenizer)
     ids = generate(model, prompt_ids, settings)
     head, whole = tokenizer.decode(prompt_ids), tokenizer.decode(prompt_ids + ids)
@@ -178,10 +178,10 @@ def cmd_generate(args) -> int:
     from replab.runner import EXIT_OK, UsageError
 
     settings = SampleSettings(args.tokens, args.temperature, args.top_k, args.seed, args.greedy)
-    tokenizer = GPT1Tokenizer.default()
     try:
         settings.validate()
         model, record = load_lstm(args.run_dir, args.checkpoint)
+        tokenizer = GPT1Tokenizer.from_data_dir(args.data_dir)
         prompt = args.prompt
         if prompt is None:
             prompt = default_prompt(resolve_data_dir(args.data_dir), tokenizer)
@@ -206,5 +206,6 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
                         "tokens (default 0: all)")
     parser.add_argument("--seed", type=int, default=SampleSettings.seed, help="sampling seed (default 0)")
     parser.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
-    parser.add_argument("--data-dir", help="data folder for the default prompt (default: $REPLAB_DATA, else ./data)")
+    parser.add_argument("--data-dir", help="data folder: GPT-1's vocabulary (gpt1-bpe/) and the default prompt "
+                        "(default: $REPLAB_DATA, else ./data)")
     parser.set_defaults(handler=cmd_generate)

@@ -63,6 +63,19 @@ def data_root() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def gpt1_tokenizer(data_root):
+    """GPT-1's tokenizer from the real data folder's ``gpt1-bpe/`` (skips, or fails in CI, like ``data_root``)."""
+    from replab.text import GPT1Tokenizer
+
+    try:
+        return GPT1Tokenizer.from_data_dir(data_root)
+    except FileNotFoundError as error:
+        if os.environ.get("REPLAB_REQUIRE_DATA") == "1":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

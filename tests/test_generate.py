@@ -12,7 +12,6 @@ from replab.models.lstm import LSTM
 from replab.report.runs import load_study
 from replab.report.samples import REPORT_PROMPT, samples_text
 from replab.runlog import RunDir, atomic_torch_save
-from replab.text import GPT1Tokenizer
 
 
 def write_lstm_run(folder, hidden=8, width=16, layers=2, epoch=3, checkpoints=("best", "last"), experiment_id="lstm-1"):
@@ -28,7 +27,9 @@ def write_lstm_run(folder, hidden=8, width=16, layers=2, epoch=3, checkpoints=("
 
 
 @pytest.fixture
-def run(tmp_path) -> RunDir:
+def run(tmp_path, data_root, gpt1_tokenizer, monkeypatch) -> RunDir:
+    """A small LSTM run; the commands find GPT-1's vocabulary in the real data folder through ``$REPLAB_DATA``."""
+    monkeypatch.setenv("REPLAB_DATA", str(data_root))
     return write_lstm_run(tmp_path / "lstm-1")
 
 
@@ -44,26 +45,26 @@ def greedy_by_rerunning(model: LSTM, prompt: list[int], count: int) -> list[int]
     return ids[len(prompt):]
 
 
-def test_carried_state_gives_what_rerunning_the_prefix_gives(run):
+def test_carried_state_gives_what_rerunning_the_prefix_gives(run, gpt1_tokenizer):
     model, record = load_lstm(run.path)
     assert record["epoch"] == 3 and not model.training
-    prompt = GPT1Tokenizer.default().encode("the history of the city")
+    prompt = gpt1_tokenizer.encode("the history of the city")
     fast = generate(model, prompt, SampleSettings(tokens=12, greedy=True))
     assert fast == greedy_by_rerunning(model, prompt, 12)
 
 
-def test_same_seed_same_text_other_seed_other_text(run):
+def test_same_seed_same_text_other_seed_other_text(run, gpt1_tokenizer):
     model, _ = load_lstm(run.path)
     draw = lambda seed, **kw: sample(model, "the lobster", SampleSettings(tokens=20, seed=seed, **kw)).ids
     assert draw(5) == draw(5) and draw(5) != draw(6)
-    assert draw(5, top_k=1) == generate(model, GPT1Tokenizer.default().encode("the lobster"),
+    assert draw(5, top_k=1) == generate(model, gpt1_tokenizer.encode("the lobster"),
                                          SampleSettings(tokens=20, greedy=True))
     assert 0 not in draw(7, temperature=5.0)  # padding is never drawn
 
 
-def test_top_k_limits_the_choice(run):
+def test_top_k_limits_the_choice(run, gpt1_tokenizer):
     model, _ = load_lstm(run.path)
-    prompt = GPT1Tokenizer.default().encode("the")
+    prompt = gpt1_tokenizer.encode("the")
     with torch.no_grad():
         log_probas, _ = model(torch.tensor([prompt]), model.initial_states(1))
     allowed = set(torch.topk(log_probas[0, -1], 3).indices.tolist())
@@ -99,7 +100,7 @@ def test_bad_settings_are_one_line_errors(run, capsys, argv, message):
     assert message in err and err.count("\n") == 1
 
 
-def test_bad_run_folders_are_one_line_errors(tmp_path, capsys):
+def test_bad_run_folders_are_one_line_errors(tmp_path, capsys, data_root):
     vit = RunDir(tmp_path / "vit-2")
     vit.write_config({"experiment": EXPERIMENTS["vit-2"].resolved().to_dict()})
     no_checkpoint = write_lstm_run(tmp_path / "lstm-2", checkpoints=("last",))
@@ -109,7 +110,15 @@ def test_bad_run_folders_are_one_line_errors(tmp_path, capsys):
         assert main(["generate", str(folder), "--prompt", "x"]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
-    assert main(["generate", str(no_checkpoint.path), "--prompt", "x", "--checkpoint", "last"]) == 0
+    assert main(["generate", str(no_checkpoint.path), "--prompt", "x", "--checkpoint", "last", "--data-dir",
+                 str(data_root)]) == 0
+
+
+def test_a_data_folder_without_the_vocabulary_is_a_one_line_error_naming_the_fix(run, tmp_path, capsys):
+    assert main(["generate", str(run.path), "--prompt", "x", "--data-dir", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "GPT-1's BPE vocabulary is not in" in err and "replab data download --vocabulary" in err
+    assert err.count("\n") == 1
 
 
 def test_default_prompt_is_the_start_of_a_validation_article(run, data_root, capsys):
@@ -117,15 +126,20 @@ def test_default_prompt_is_the_start_of_a_validation_article(run, data_root, cap
     assert capsys.readouterr().out.startswith("homarus gammarus, known as the european lobster")
 
 
-def test_report_samples_are_labelled_deterministic_and_skip_runs_without_checkpoints(tmp_path):
+def test_report_samples_are_labelled_deterministic_and_skip_runs_without_checkpoints(tmp_path, data_root,
+                                                                                    gpt1_tokenizer):
     write_lstm_run(tmp_path / "runs" / "lstm-1", hidden=512, layers=1)  # the registry's sizes: the report reads them
     write_lstm_run(tmp_path / "runs" / "lstm-2", hidden=512, layers=1, checkpoints=(), experiment_id="lstm-2")
     study = load_study([tmp_path / "runs"])
     runs = [r for r in study.grid("lstm") if not r.missing]
-    intro, items = samples_text(runs)
+    intro, items = samples_text(runs, data_root)
     assert "Samples, not results" in intro and REPORT_PROMPT in intro and "seed 0" in intro
     assert items[0].startswith("lstm-1 (best.pt, epoch 3), sample: ") and items[1].startswith("lstm-2: no sample")
-    assert samples_text(runs)[1] == items
-    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    assert samples_text(runs, data_root)[1] == items
+    without = samples_text(runs, tmp_path / "no-vocabulary")[1]
+    assert without[0] == "lstm-1: no sample (the data folder holds no GPT-1 vocabulary, gpt1-bpe/: `replab data " \
+        "download --vocabulary`)." and without[1] == items[1]
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--data-dir",
+                 str(data_root)]) == 0
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "What the LSTMs write (samples)" in markdown and items[0] in markdown

@@ -28,12 +28,12 @@ __all__ = ["EMBEDDINGS_FILE", "EMBEDDINGS_URL_ENV", "GPT1_MODEL_URL", "NUM_SHARD
            "download_embeddings", "check_embeddings"]
 
 GPT1_MODEL_URL = "https://raw.githubusercontent.com/openai/finetune-transformer-lm/master/model"
-#: Environment variable overriding the base URL (``--embeddings-url`` overrides both).
+#: Environment variable overriding the base URL (``--gpt1-url`` overrides both).
 EMBEDDINGS_URL_ENV = "REPLAB_EMBEDDINGS_URL"
 EMBEDDINGS_FILE = "embeddings.npz"
 SOURCES_FILE = "embeddings.sources.json"
 NUM_SHARDS = 10
-HINT = "check the network or --embeddings-url"
+HINT = "check the network or --gpt1-url"
 VOCABULARY, WIDTH, POSITIONS = 40478, 768, 512  # GPT-1's token embeddings (V, E) and its context
 
 

@@ -103,7 +103,7 @@ def cmd_report(args) -> int:
     absent = [folder for folder in args.runs if not Path(folder).is_dir()]
     if absent:
         raise UsageError(f"no such runs folder: {', '.join(absent)}")
-    report = write_report(args.runs, args.out, link_figures=args.link_figures)
+    report = write_report(args.runs, args.out, link_figures=args.link_figures, data_dir=args.data_dir)
     print(f"report: {report.out / 'report.html'} and report.md ({len(report.study.runs)} runs, "
           f"{len(report.figures)} figures, {len(report.tables)} tables, {len(report.findings)} findings)")
     return EXIT_OK
@@ -188,7 +188,7 @@ def cmd_reproduce(args) -> int:
         worst = max(worst, runner.run_grid(ids, run_settings, overrides))
         if worst == EXIT_INTERRUPTED:
             break
-    report = write_report([runs], out / "report")
+    report = write_report([runs], out / "report", data_dir=args.data_dir)
     print(f"report: {report.out / 'report.html'} ({len(report.study.runs)} runs)")
     return worst
 
@@ -200,6 +200,8 @@ def add_report_commands(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--out", default="report", help="report folder (default: report)")
     report.add_argument("--link-figures", action="store_true",
                         help="report.html links figures/*.png instead of embedding them (small; keep the folder whole)")
+    report.add_argument("--data-dir", help="data folder whose GPT-1 vocabulary (gpt1-bpe/) decodes the LSTM samples "
+                        "(default: $REPLAB_DATA, else ./data)")
     report.set_defaults(handler=cmd_report)
 
     reproduce = commands.add_parser("reproduce", help="train the grids, resuming what finished, then the report")

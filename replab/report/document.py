@@ -79,14 +79,15 @@ def _grid_section(study: Study, grid: str, folder: Path) -> list[Block]:
     return blocks
 
 
-def _samples_section(study: Study) -> list[Block]:
-    """A labelled text sample from each LSTM run's best checkpoint (see ``replab.report.samples``)."""
+def _samples_section(study: Study, data_dir: str | Path | None) -> list[Block]:
+    """A labelled text sample from each LSTM run's best checkpoint (see ``replab.report.samples``), decoded with
+    the vocabulary of the data folder ``data_dir``."""
     runs = [run for run in study.grid("lstm") if not run.missing]
     if not runs:
         return []
     from replab.report.samples import samples_text
 
-    intro, items = samples_text(runs)
+    intro, items = samples_text(runs, data_dir)
     return [Heading("What the LSTMs write (samples)", 3), Paragraph(intro), Bullets(items)]
 
 
@@ -103,8 +104,9 @@ def _findings_section(found: list[Finding]) -> list[Block]:
     return blocks
 
 
-def assemble(study: Study, found: list[Finding], figures: Path) -> list[Block]:
-    """Every block of the report, in reading order (figures are drawn into ``figures`` on the way)."""
+def assemble(study: Study, found: list[Finding], figures: Path, data_dir: str | Path | None = None) -> list[Block]:
+    """Every block of the report, in reading order (figures are drawn into ``figures`` on the way; ``data_dir``:
+    the data folder whose GPT-1 vocabulary decodes the LSTM samples, ``resolve_data_dir``'s default if None)."""
     roots = ", ".join(str(r) for r in study.roots)
     blocks: list[Block] = [
         Heading("Reproduction report", 1),
@@ -124,7 +126,7 @@ def assemble(study: Study, found: list[Finding], figures: Path) -> list[Block]:
         "is that mean NLL in nats. Questions 3 and 4: learning curves of every configuration, and the choice for "
         "wall-clock time and for generalization (Findings).")]
     blocks += _grid_section(study, "lstm", figures)
-    blocks += _samples_section(study)
+    blocks += _samples_section(study, data_dir)
     blocks += [Heading("Problem 3: Vision Transformers on CIFAR-10"), Paragraph(
         "Accuracy on the 45,000 training, 5,000 validation and 10,000 test images (higher is better). Question 1: "
         "learning curves over epochs and wall-clock time; question 2: the table of results.")]
@@ -236,9 +238,11 @@ def _clear(folder: Path, patterns: Iterable[str]) -> None:
             path.unlink()
 
 
-def write_report(run_folders: Iterable[str | Path], out: str | Path, link_figures: bool = False) -> Report:
+def write_report(run_folders: Iterable[str | Path], out: str | Path, link_figures: bool = False,
+                 data_dir: str | Path | None = None) -> Report:
     """Read every run under ``run_folders`` and write the report into ``out`` (``link_figures``: the HTML links
-    ``figures/*.png`` rather than embedding them)."""
+    ``figures/*.png`` rather than embedding them; ``data_dir``: the data folder of the GPT-1 vocabulary that
+    decodes the LSTM samples)."""
     out = Path(out)
     study = load_study(run_folders)
     figures, tables = out / "figures", out / "tables"
@@ -246,7 +250,7 @@ def write_report(run_folders: Iterable[str | Path], out: str | Path, link_figure
         folder.mkdir(parents=True, exist_ok=True)
         _clear(folder, patterns)
     found = findings(study)
-    blocks = assemble(study, found, figures)
+    blocks = assemble(study, found, figures, data_dir)
     number(blocks)
     for table in (b for b in blocks if isinstance(b, Table)):
         (tables / f"{table.key}.md").write_text(f"**{table.label}.** {table.caption}\n\n{table.markdown()}\n")

@@ -22,14 +22,19 @@ import json
 import re
 import unicodedata
 from functools import cache, lru_cache
-from importlib import resources
+from pathlib import Path
 
-__all__ = ["GPT1Tokenizer", "UNK", "PAD_ID", "UNK_ID", "pre_tokenize"]
+from replab.data import resolve_data_dir
+
+__all__ = ["GPT1Tokenizer", "UNK", "PAD_ID", "UNK_ID", "VOCABULARY_FOLDER", "pre_tokenize", "vocabulary_files"]
 
 UNK = "<unk>"
 PAD_ID = 0  # our padding id (no GPT-1 token)
 UNK_ID = 1  # GPT-1's <unk> (encoder id 0) + 1
 END = "</w>"
+#: The vocabulary's folder inside the data folder, and its two files (GPT-1's names).
+VOCABULARY_FOLDER = "gpt1-bpe"
+ENCODER_FILE, MERGES_FILE = "encoder_bpe_40000.json", "vocab_40000.bpe"
 _UNKNOWN_CHAR = "\ue000"  # stands for the literal <unk> during encoding: a private-use character, in no merge
 
 _CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
@@ -111,8 +116,29 @@ def _tidy(text: str) -> str:
     return _PUNCT_ATTACH_RIGHT.sub(r"\1", text)
 
 
-def _read_text(path) -> str:
-    return path.read_text(encoding="utf-8") if hasattr(path, "read_text") else open(path, encoding="utf-8").read()
+def vocabulary_files(data_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """``<data dir>/gpt1-bpe/encoder_bpe_40000.json`` and ``vocab_40000.bpe`` (data dir: ``resolve_data_dir``)."""
+    folder = resolve_data_dir(data_dir) / VOCABULARY_FOLDER
+    return folder / ENCODER_FILE, folder / MERGES_FILE
+
+
+def parse_vocabulary(encoder_text: str, merges_text: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The encoder (token string -> GPT-1 id) and the merge table of the two files' texts; ValueError naming the
+    problem where they are not GPT-1's formats (a JSON object of ids; a version line, then one pair a line)."""
+    try:
+        encoder = json.loads(encoder_text)
+    except ValueError as error:
+        raise ValueError(f"{ENCODER_FILE} is not JSON: {error}") from None
+    if not isinstance(encoder, dict) or not encoder or not all(isinstance(i, int) for i in encoder.values()):
+        raise ValueError(f"{ENCODER_FILE} must be a JSON object of token -> id")
+    lines = merges_text.split("\n")
+    if not lines[0].startswith("#version"):
+        raise ValueError(f"{MERGES_FILE} must start with a '#version' line")
+    merges = [tuple(line.split()) for line in lines[1:] if line.strip()]
+    bad = next((n for n, pair in enumerate(merges, 2) if len(pair) != 2), None)
+    if bad is not None:
+        raise ValueError(f"{MERGES_FILE}: line {bad} is not a pair of symbols")
+    return encoder, merges
 
 
 class GPT1Tokenizer:
@@ -134,28 +160,35 @@ class GPT1Tokenizer:
         self._cache: dict[str, tuple[int, ...]] = {}
 
     @classmethod
-    def from_files(cls, encoder_path, merges_path) -> GPT1Tokenizer:
-        """From ``encoder_bpe_40000.json`` and ``vocab_40000.bpe`` (paths or ``importlib.resources`` files)."""
-        encoder = json.loads(_read_text(encoder_path))
-        lines = _read_text(merges_path).split("\n")
-        merges = [tuple(line.split()) for line in lines[1:] if line.strip()]
-        return cls(encoder, merges)
-
-    @staticmethod
-    def default_files() -> tuple:
-        """The vocabulary shipped with the package: ``replab/text/gpt1/`` (encoder, merges)."""
-        folder = resources.files("replab.text") / "gpt1"
-        return folder / "encoder_bpe_40000.json", folder / "vocab_40000.bpe"
+    def from_files(cls, encoder_path: str | Path, merges_path: str | Path) -> GPT1Tokenizer:
+        """From ``encoder_bpe_40000.json`` and ``vocab_40000.bpe``; ValueError naming the file that is not one."""
+        texts = [Path(path).read_text(encoding="utf-8") for path in (encoder_path, merges_path)]
+        try:
+            return cls(*parse_vocabulary(*texts))
+        except ValueError as error:
+            raise ValueError(f"{Path(encoder_path).parent}: {error}") from None
 
     @classmethod
-    @cache
-    def default(cls) -> GPT1Tokenizer:
-        """The tokenizer of the packaged vocabulary, loaded once per process."""
-        return cls.from_files(*cls.default_files())
+    def from_data_dir(cls, data_dir: str | Path | None = None) -> GPT1Tokenizer:
+        """The tokenizer of ``<data dir>/gpt1-bpe/`` (data dir: ``resolve_data_dir``), loaded once per folder and
+        process (again when a file changed). FileNotFoundError saying how to get it where a file is missing."""
+        encoder, merges = vocabulary_files(data_dir)
+        missing = [path.name for path in (encoder, merges) if not path.is_file()]
+        if missing:
+            raise FileNotFoundError(f"GPT-1's BPE vocabulary is not in {encoder.parent} (missing {', '.join(missing)}):"
+                                    " get it with `replab data download --vocabulary`, or point --data-dir or "
+                                    "$REPLAB_DATA at a data folder that holds gpt1-bpe/")
+        stamps = [(str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size) for path in (encoder, merges)]
+        return _load_tokenizer(*stamps)
 
     @property
     def vocabulary_size(self) -> int:
         return len(self.pieces)
+
+    @property
+    def merges(self) -> int:
+        """The number of merges in the table (40,000 for GPT-1)."""
+        return len(self.ranks)
 
     def bpe(self, word: str) -> tuple[str, ...]:
         """The BPE pieces of one pre-tokenized word, the last one ending in ``</w>``."""
@@ -216,3 +249,9 @@ class GPT1Tokenizer:
             out.append(piece)
         text = " ".join("".join(out).replace(END, " ").split())
         return _tidy(text)
+
+
+@lru_cache(maxsize=8)
+def _load_tokenizer(encoder: tuple[str, int, int], merges: tuple[str, int, int]) -> GPT1Tokenizer:
+    """The tokenizer of two files given as (path, mtime in ns, size): a file changed since is read again."""
+    return GPT1Tokenizer.from_files(encoder[0], merges[0])

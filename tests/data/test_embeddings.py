@@ -117,14 +117,16 @@ def test_wrong_layout_is_refused(tmp_path):
 
 
 def test_cli_download_then_an_lstm_run_uses_them_frozen_and_tied_and_writes(tmp_path, server, data_root, capsys):
-    base = server[0]
+    base, www = server[:2]
+    for name in ("encoder_bpe_40000.json", "vocab_40000.bpe"):  # GPT-1's vocabulary lies beside its weights
+        (www / name).write_bytes((data_root / "gpt1-bpe" / name).read_bytes())
     data = tmp_path / "data"
     data.mkdir()
     for name in ("wikitext2", "cifar10"):
         (data / name).symlink_to((data_root / name).resolve())
     assert main(["data", "download", "--embeddings", "--embeddings-url", base, "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
-    assert "embeddings ok: 40,479 x 768" in out
+    assert "embeddings ok: 40,479 x 768" in out and "vocabulary ok: 40,478 GPT-1 tokens" in out
     argv = ["train", "lstm-1", "--epochs", "1", "--batch-size", "2", "--limit-train-batches", "1",
             "--limit-eval-batches", "1", "--no-progress", "--data-dir", str(data), "--out", str(tmp_path / "runs")]
     assert main(argv) == 0

@@ -1,11 +1,10 @@
-"""GPT-1 BPE: the vocabulary shipped with the package, pre-tokenization rules, readable decoding, and the round
+"""GPT-1 BPE: the vocabulary read from the data folder, pre-tokenization rules, readable decoding, and the round
 trip through the course's Wikitext-2 token files."""
 
 from __future__ import annotations
 
 import json
 import unicodedata
-from importlib import resources
 
 import numpy as np
 import pytest
@@ -13,25 +12,48 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replab.text import GPT1Tokenizer, pre_tokenize
-from replab.text.bpe import PAD_ID, SPACE_CHARACTERS, UNK_ID
+from replab.text.bpe import PAD_ID, SPACE_CHARACTERS, UNK_ID, vocabulary_files
 from replab.text.roundtrip import measure
 
 
 @pytest.fixture(scope="module")
-def tok() -> GPT1Tokenizer:
-    return GPT1Tokenizer.default()
+def tok(gpt1_tokenizer) -> GPT1Tokenizer:
+    return gpt1_tokenizer
 
 
 def pieces(tok, text):
     return tok.tokens(tok.encode(text))
 
 
-def test_vocabulary_is_packaged_with_its_licence(tok):
-    folder = resources.files("replab.text") / "gpt1"
-    assert "MIT License" in (folder / "LICENSE").read_text()
-    encoder = json.loads((folder / "encoder_bpe_40000.json").read_text(encoding="utf-8"))
-    assert tok.vocabulary_size == len(encoder) + 1 == 40479
+def test_vocabulary_is_read_from_the_data_folder_with_our_ids(tok, data_root):
+    encoder_path, merges_path = vocabulary_files(data_root)
+    assert encoder_path.parent == data_root / "gpt1-bpe"
+    encoder = json.loads(encoder_path.read_text(encoding="utf-8"))
+    assert tok.vocabulary_size == len(encoder) + 1 == 40479 and tok.merges == 40000
     assert tok.ids[".</w>"] == encoder[".</w>"] + 1 and tok.pieces[UNK_ID] == "<unk>"  # our id = GPT-1 id + 1
+    assert GPT1Tokenizer.from_data_dir(data_root) is tok  # loaded once per folder
+
+
+def test_a_missing_vocabulary_names_the_command_that_gets_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing encoder_bpe_40000.json, vocab_40000.bpe.*replab data "
+                       r"download --vocabulary"):
+        GPT1Tokenizer.from_data_dir(tmp_path)
+
+
+@pytest.mark.parametrize("encoder, merges, message", [
+    ("{not json", "#version: 0.2\nt h\n", "encoder_bpe_40000.json is not JSON"),
+    ('["<unk>"]', "#version: 0.2\nt h\n", "must be a JSON object of token -> id"),
+    ('{"<unk>": 0, "t": 1}', "t h\n", "must start with a '#version' line"),
+    ('{"<unk>": 0, "t": 1}', "#version: 0.2\nt h\nx y z\n", "line 3 is not a pair"),
+    ('{"a": 0, "<unk>": 1}', "#version: 0.2\nt h\n", "must hold <unk> as GPT-1 id 0"),
+])
+def test_a_damaged_vocabulary_is_an_error_naming_the_problem(tmp_path, encoder, merges, message):
+    folder = tmp_path / "gpt1-bpe"
+    folder.mkdir()
+    (folder / "encoder_bpe_40000.json").write_text(encoder)
+    (folder / "vocab_40000.bpe").write_text(merges)
+    with pytest.raises(ValueError, match=message):
+        GPT1Tokenizer.from_data_dir(tmp_path)
 
 
 def test_words_are_lower_cased_split_on_punctuation_and_end_with_a_marker(tok):
