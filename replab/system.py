@@ -85,8 +85,19 @@ def native_bf16_cpu() -> bool | None:
     return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
+def cpu_capability() -> str | None:
+    """The vector instructions PyTorch's CPU kernels use here (``AVX2``, ``AVX512``, ...; None where unknown): two
+    CPUs of one name can differ in it, and so in speed and in the last digits of results."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return None
+
+
 def environment(device: torch.device) -> dict:
-    """Versions, machine and device, as recorded next to every run's metrics."""
+    """Versions, machine and device, as recorded next to every run's metrics. On the CPU the device name carries the
+    kernels' vector instructions (``AMD EPYC, AVX512``), so that runs on different CPUs of one name stay apart."""
+    capability = cpu_capability()
     info = {
         "replab_version": replab.__version__,
         "git_commit": git_commit(),
@@ -95,8 +106,9 @@ def environment(device: torch.device) -> dict:
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_capability": capability,
         "device": str(device),
-        "device_name": cpu_name(),
+        "device_name": f"{cpu_name()}, {capability}" if capability else cpu_name(),
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "hostname": platform.node(),

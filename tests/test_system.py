@@ -1,4 +1,5 @@
-"""Memory measurement hygiene: a run's memory figures must not include what an earlier run freed."""
+"""Memory measurement hygiene (a run's memory figures must not include what an earlier run freed), and what a run
+records of its machine."""
 
 import ctypes.util
 import gc
@@ -7,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from replab.system import release_free_memory, resident_memory_mb
+from replab.system import environment, release_free_memory, resident_memory_mb
 
 GLIBC = sys.platform.startswith("linux") and "libc.so.6" in (ctypes.util.find_library("c") or "")
 
@@ -36,3 +37,10 @@ def test_cuda_caches_and_peaks_are_reset(monkeypatch):
     calls.clear()
     release_free_memory(torch.device("cpu"))
     assert calls == []
+
+
+def test_the_cpu_device_name_carries_the_kernels_vector_instructions():
+    env = environment(torch.device("cpu"))
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert env["cpu_capability"] == capability
+    assert env["device_name"] == f"{env['cpu']}, {capability}"

@@ -184,6 +184,12 @@ def _wall_clock_choice(runs: list[RunView], scope: str) -> str:
     else:
         text += f" {choice.id} reaches a best validation {choice.metric} of"
     text += f" {_score(choice)}, after {fmt_seconds(choice.total_seconds)} of training in all."
+    devices: dict[str, list[str]] = {}
+    for run in by_speed:
+        devices.setdefault(run.device, []).append(run.id)
+    if len(devices) > 1:
+        text += (" These runs trained on different devices (" + "; ".join(f"{_join(ids)} on {device}" for device, ids
+                 in devices.items()) + "): their times compare the devices as much as the configurations.")
     if len(cheapest) < len(by_speed):
         slowest = by_speed[-1]
         ratio = slowest.fastest_epoch_seconds / quickest.fastest_epoch_seconds
@@ -192,8 +198,10 @@ def _wall_clock_choice(runs: list[RunView], scope: str) -> str:
 
 
 def time_comparison(a: RunView, b: RunView) -> str:
-    """Training time per epoch of two runs, and whether the measurements separate them."""
+    """Training time per epoch of two runs, and whether the measurements separate them (never across devices)."""
     text = f"{a.seconds_text} vs {b.seconds_text}"
+    if a.device != b.device:
+        return text + f" (not compared: {a.id} trained on {a.device}, {b.id} on {b.device})"
     slower = a if a.slower_than(b) else b if b.slower_than(a) else None
     if slower is None:
         return text + " (not separated: the machine's load varied more than the difference)"

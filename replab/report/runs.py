@@ -77,6 +77,12 @@ def fmt_mib(value: float | None) -> str:
     return f"{value:,.0f}" if is_number(value) else "—"
 
 
+def _device_text(env: dict) -> str:
+    """``cpu (AMD EPYC, AVX512)`` from an environment or attempt record."""
+    device, name = env.get("device") or "?", env.get("device_name")
+    return f"{device} ({name})" if name and name != device else device
+
+
 # ------------------------------------------------------------------------------------------------ one run
 @dataclass
 class RunView:
@@ -374,9 +380,9 @@ class RunView:
 
     @property
     def device(self) -> str:
-        env = self.environment
-        device, name = env.get("device", "?"), env.get("device_name")
-        return f"{device} ({name})" if name and name != device else device
+        """E.g. ``cpu (AMD EPYC, AVX512)``; a run resumed on other devices lists each, first to last."""
+        attempts = self.record.config.get("attempts") or [self.environment]
+        return ", then ".join(dict.fromkeys(_device_text(a) for a in attempts))
 
     @property
     def commit(self) -> str:

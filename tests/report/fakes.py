@@ -19,11 +19,12 @@ ENVIRONMENT = {"replab_version": "0.1.0", "git_commit": "0123456789abcdef0123456
 def write_run(root: Path, run_id: str, val: list[float], train: list[float], *, seconds: float | list[float] = 10.0,
               memory: float = 1000.0, status: str | None = "completed", reason: str | None = None,
               epochs: int | None = None, limit_train_batches: int | None = None, test: float | None = None,
-              test_final: float | None = None) -> RunDir:
+              test_final: float | None = None, environment: dict | None = None) -> RunDir:
     """One run of the registry experiment ``run_id`` with the given validation and training scores per epoch.
 
     Scores are accuracies (fractions) for vit/cnn, perplexities for lstm; losses follow from them. ``seconds``:
-    training seconds of every epoch, or one value per epoch. ``status``
+    training seconds of every epoch, or one value per epoch; ``environment``: entries that replace
+    ``ENVIRONMENT``'s. ``status``
     None writes no summary (a run still going or killed); NaN values are stored as null by the writer.
     """
     experiment = dataclasses.replace(EXPERIMENTS[run_id], epochs=epochs or len(val)).resolved()
@@ -40,7 +41,7 @@ def write_run(root: Path, run_id: str, val: list[float], train: list[float], *, 
                  "unit": "tokens" if metric == "perplexity" else "images"},
         "parameters": {"total": parameters, "learnable": parameters},
         "world_size": 1,
-        "environment": ENVIRONMENT,
+        "environment": {**ENVIRONMENT, **(environment or {})},
         "started": "2026-01-01T00:00:00+0000",
     })
     records, wall = [], 0.0

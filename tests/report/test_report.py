@@ -206,6 +206,32 @@ def test_epoch_times_closer_than_the_margin_are_not_a_difference_in_cost(tmp_pat
         study, "PreNorm vs PostNorm")
 
 
+def test_times_of_runs_on_different_devices_are_not_compared(tmp_path):
+    """Two CPUs of one name can differ in their vector instructions, and so in speed: runs whose devices differ are
+    shown with each device, and their epoch times do not rank them."""
+    avx512 = {"device_name": "Test CPU, AVX512"}
+    write_run(tmp_path, "vit-6", [0.3, 0.4, 0.5], [0.3, 0.4, 0.5], seconds=[100.0, 100.0, 100.0])
+    write_run(tmp_path, "vit-7", [0.3, 0.4, 0.5], [0.3, 0.4, 0.5], seconds=[50.0, 50.0, 50.0], environment=avx512)
+    write_run(tmp_path, "vit-1", [0.3, 0.4, 0.6], [0.3, 0.4, 0.6], seconds=[60.0, 60.0, 60.0], environment=avx512)
+    study = load_study([tmp_path])
+    assert study.get("vit-7").device == "cpu (Test CPU, AVX512)" and study.get("vit-6").device == "cpu (Test CPU)"
+    text = finding_texts(study, "PreNorm vs PostNorm")
+    assert "(not compared: vit-6 trained on cpu (Test CPU), vit-7 on cpu (Test CPU, AVX512))" in text
+    assert "slower" not in text
+    text = finding_texts(study, "ViT on CIFAR-10: which configuration")
+    assert ("These runs trained on different devices (vit-1 on cpu (Test CPU, AVX512); vit-6 on cpu (Test CPU)): "
+            "their times compare the devices as much as the configurations.") in text  # vit-7: not among 1-6
+
+
+def test_a_run_resumed_on_another_device_lists_both(tmp_path):
+    run = write_run(tmp_path, "vit-2", [0.3, 0.4], [0.3, 0.4])
+    config = run.read_config()
+    config["attempts"] = [{"device": "cpu", "device_name": "Test CPU"}, {"device": "cuda:0", "device_name": "H200"},
+                          {"device": "cuda:0", "device_name": "H200"}]
+    run.write_config(config)
+    assert load_study([tmp_path]).get("vit-2").device == "cpu (Test CPU), then cuda:0 (H200)"
+
+
 def test_the_time_each_run_and_grid_took_adds_up_its_epochs(tmp_path):
     write_run(tmp_path, "vit-1", [0.3, 0.4], [0.3, 0.4], seconds=[3599.0, 1799.0])  # + 1 s validation each
     write_run(tmp_path, "vit-2", [0.3], [0.3], seconds=1799.0, status=None, epochs=10)
