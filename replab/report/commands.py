@@ -118,7 +118,7 @@ def _grids(args, profile: Profile, runs: Path) -> list[tuple[str, list[str], Run
             continue
         settings = profile.grids[grid]
         run_settings = RunSettings(device=args.device, amp=args.amp, data_dir=args.data_dir, out=str(runs),
-                                   limit_train_batches=settings.limit_train_batches,
+                                   progress=args.progress, limit_train_batches=settings.limit_train_batches,
                                    limit_eval_batches=settings.limit_eval_batches)
         plan.append((grid, ids, run_settings, {"epochs": settings.epochs, "batch_size": settings.batch_size}))
     return plan
@@ -212,6 +212,8 @@ def add_report_commands(commands: argparse._SubParsersAction) -> None:
     reproduce.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
     reproduce.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     reproduce.add_argument("--amp", choices=AMP_MODES, default="none", help="autocast precision")
+    reproduce.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                           help="tqdm progress bars (default: on when stderr is a terminal)")
     reproduce.add_argument("--dry-run", action="store_true",
                            help="time a few real steps of every run, print the estimated time and memory; no files")
     reproduce.add_argument("--yes", action="store_true",

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from replab.cli import main
+from replab.cli import build_parser, main
 from replab.report import commands
-from replab.report.commands import QUICK, check_profile
+from replab.report.commands import QUICK, _grids, check_profile
 
 # Two ViT configurations, 1 epoch of 1 batch of 16 images: the whole pipeline in seconds (an LSTM step alone takes
 # 10-50 s on a loaded 2-core CPU, so the LSTM grid is left to the report tests' planted runs).
@@ -43,10 +43,19 @@ def test_quick_and_full_runs_never_mix(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("flag, progress", [([], None), (["--progress"], True), (["--no-progress"], False)])
+def test_reproduce_passes_the_progress_choice_to_every_run(tmp_path, flag, progress):
+    args = build_parser().parse_args(["reproduce", "--quick", "--with-cnn", *flag])
+    plan = _grids(args, QUICK, tmp_path / "runs")
+    assert [grid for grid, *_ in plan] == ["lstm", "vit", "cnn"]
+    assert all(run_settings.progress is progress for _, _, run_settings, _ in plan)
+
+
 @pytest.mark.slow
 def test_reproduce_quick_end_to_end(data_root, tmp_path, tiny_quick_profile):
     """The quick reproduction, shrunk by the ``tiny_quick_profile`` fixture, on the real data."""
-    argv = ["reproduce", "--quick", "--out", str(tmp_path), "--data-dir", str(data_root), "--device", "cpu"]
+    argv = ["reproduce", "--quick", "--out", str(tmp_path), "--data-dir", str(data_root), "--device", "cpu",
+            "--no-progress"]
     assert main(argv) == 0
     runs, report = tmp_path / "runs", tmp_path / "report"
     assert sorted(p.name for p in runs.iterdir()) == ["vit-1", "vit-7"]
