@@ -216,7 +216,7 @@ def cmd_data(args) -> int:
         print(f"cifar10    {_problem(error)}: {error}")
     try:
         tokenizer = check_vocabulary(root)
-        print(f"vocabulary ok: {tokenizer.vocabulary_size - 1:,} GPT-1 tokens, {tokenizer.merges:,} merges "
+        print(f"vocabulary ok: {tokenizer.vocabulary_size - 1:,} GPT-1 tokens, {tokenizer.num_merges:,} merges "
               f"({VOCABULARY_FOLDER}/)")
     except FileNotFoundError:
         print("vocabulary absent (needed only to turn token ids into text: `replab generate`, the report's LSTM "

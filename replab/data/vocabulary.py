@@ -29,8 +29,8 @@ SOURCES_FILE = "sources.json"
 def _check(tokenizer: GPT1Tokenizer) -> GPT1Tokenizer:
     """``tokenizer`` if its vocabulary has GPT-1's sizes; ValueError giving them otherwise."""
     tokens = tokenizer.vocabulary_size - 1
-    if tokens != VOCABULARY or tokenizer.merges != MERGES:
-        raise ValueError(f"not GPT-1's vocabulary: {tokens:,} tokens and {tokenizer.merges:,} merges, expected "
+    if tokens != VOCABULARY or tokenizer.num_merges != MERGES:
+        raise ValueError(f"not GPT-1's vocabulary: {tokens:,} tokens and {tokenizer.num_merges:,} merges, expected "
                          f"{VOCABULARY:,} and {MERGES:,}")
     return tokenizer
 

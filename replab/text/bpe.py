@@ -186,7 +186,7 @@ class GPT1Tokenizer:
         return len(self.pieces)
 
     @property
-    def merges(self) -> int:
+    def num_merges(self) -> int:
         """The number of merges in the table (40,000 for GPT-1)."""
         return len(self.ranks)
 

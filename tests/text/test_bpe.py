@@ -29,7 +29,7 @@ def test_vocabulary_is_read_from_the_data_folder_with_our_ids(tok, data_root):
     encoder_path, merges_path = vocabulary_files(data_root)
     assert encoder_path.parent == data_root / "gpt1-bpe"
     encoder = json.loads(encoder_path.read_text(encoding="utf-8"))
-    assert tok.vocabulary_size == len(encoder) + 1 == 40479 and tok.merges == 40000
+    assert tok.vocabulary_size == len(encoder) + 1 == 40479 and tok.num_merges == 40000
     assert tok.ids[".</w>"] == encoder[".</w>"] + 1 and tok.pieces[UNK_ID] == "<unk>"  # our id = GPT-1 id + 1
     assert GPT1Tokenizer.from_data_dir(data_root) is tok  # loaded once per folder
 
