@@ -106,6 +106,7 @@ def test_data_check_reports_real_data(data_root, capsys):
     assert main(["data", "check", "--data-dir", str(data_root)]) == 0
     out = capsys.readouterr().out
     assert "wikitext2 train" in out and "45000 train / 5000 valid / 10000 test" in out
+    assert "vocabulary ok: 40,478 GPT-1 tokens, 40,000 merges (gpt1-bpe/)" in out
 
 
 def test_data_check_reports_missing_data(tmp_path, capsys):
