@@ -123,7 +123,7 @@ def settings_findings(study: Study) -> list[Finding]:
     missing = [i for grid in GRID_TITLES for i in study.missing(grid)]
     if missing:
         found.append(Finding(topic, f"Missing from their grid (never run): {', '.join(missing)}."))
-    spent = [f"{GRID_TITLES[grid]} {_time_taken(runs)} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
+    spent = [f"{GRID_TITLES[grid]} {_time_taken(runs)} ({_runs(len(runs))})"
              for grid in GRID_TITLES if (runs := study.grid(grid))]
     found.append(Finding(topic, f"Time the runs took (wall-clock time of their epochs): {'; '.join(spent)}."))
     for grid in GRID_TITLES:
@@ -207,6 +207,15 @@ def time_comparison(a: RunView, b: RunView) -> str:
         return text + " (not separated: the machine's load varied more than the difference)"
     return text + (f" ({slower.id} slower: even its fastest epoch took more than {SAME_COST_MARGIN:.0%} longer than "
                    "the other's median one)")
+
+
+def _runs(count: int) -> str:
+    return f"{count} run{'s' if count != 1 else ''}"
+
+
+def _problem3_question(grid: str, number: int) -> str:
+    """Problem 3's questions are asked of the image models; the report answers them for the LSTMs too."""
+    return f"Problem 3 Q{number}" if grid != "lstm" else f"as Problem 3 Q{number}"
 
 
 def _join(words: list[str]) -> str:
@@ -329,7 +338,7 @@ def memory_findings(study: Study) -> list[Finding]:
         runs = sorted((r for r in study.grid(grid) if _steady(r) is not None), key=_steady, reverse=True)
         if not runs:
             continue
-        topic = f"{GRID_TITLES[grid]}: memory (Problem 3 Q7)"
+        topic = f"{GRID_TITLES[grid]}: memory ({_problem3_question(grid, 7)})"
         sources = ", ".join(sorted({f"{r.memory.get('source')} on {r.device}" for r in runs}))
         ranking = " > ".join(f"{r.id} {_steady(r):,.0f}" for r in runs)
         text = f"Steady-state memory, largest first (MiB, {sources}): {ranking}."
@@ -396,7 +405,7 @@ def overfitting_findings(study: Study) -> list[Finding]:
     for grid in GRID_TITLES:
         runs = [r for r in study.grid(grid) if r.epochs_completed]
         finished = [r for r in completed(runs) if r.gap is not None]  # gaps compared at the same (last) epoch
-        topic = f"{GRID_TITLES[grid]}: overfitting (Problem 3 Q8)"
+        topic = f"{GRID_TITLES[grid]}: overfitting ({_problem3_question(grid, 8)})"
         if finished:
             by_gap = sorted(finished, key=lambda r: r.gap, reverse=True)
             text = f"Train-validation gap at the last epoch of the completed runs: largest {_gap_text(by_gap[0])}"
@@ -411,7 +420,7 @@ def _peaks(topic: str, runs: list[RunView]) -> list[Finding]:
     peaked = [r for r in runs if r.epochs_since_peak and r.status != "diverged"]  # divergence is no overfitting
     if not peaked:
         return [Finding(topic, (
-            f"No run's validation score peaked before its last epoch ({len(runs)} runs): within the epochs trained, "
+            f"No run's validation score peaked before its last epoch ({_runs(len(runs))}): within the epochs trained, "
             "none is past its best on the validation data."))]
     parts = []
     for run in sorted(peaked, key=lambda r: -r.epochs_since_peak):

@@ -405,13 +405,18 @@ class RunView:
 
     @property
     def deviations(self) -> list[str]:
-        """Hyperparameters that differ from the registry's (the specification's) configuration of this id."""
+        """Hyperparameters that differ from the registry's (the specification's) configuration of this id, and an
+        LSTM that learned its embeddings (the specification's are GPT-1's, frozen: no embeddings file was given)."""
         spec = EXPERIMENTS.get(self.id)
         if spec is None:
             return ["not an experiment of the specification"]
         expected = json.loads(json.dumps(spec.resolved().to_dict()))
-        return [f"{key} {self.experiment.get(key)} (spec {value})" for key, value in expected.items()
-                if self.experiment.get(key) != value]
+        found = [f"{key} {self.experiment.get(key)} (spec {value})" for key, value in expected.items()
+                 if self.experiment.get(key) != value]
+        embeddings = str(self.record.config.get("task", {}).get("embeddings") or "")
+        if embeddings.startswith("learned"):
+            found.append("embeddings learned (spec GPT-1's, frozen)")
+        return found
 
     @property
     def full_spec(self) -> bool:

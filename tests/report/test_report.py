@@ -232,6 +232,30 @@ def test_a_run_resumed_on_another_device_lists_both(tmp_path):
     assert load_study([tmp_path]).get("vit-2").device == "cpu (Test CPU), then cuda:0 (H200)"
 
 
+def test_problem_3s_questions_are_labelled_as_such_only_for_the_image_models(tmp_path):
+    write_run(tmp_path, "lstm-1", [400.0], [700.0], status=None, epochs=10)
+    write_run(tmp_path, "vit-2", [0.3, 0.4], [0.3, 0.4])
+    topics = {f.topic: f.text for f in findings(load_study([tmp_path]))}
+    assert "LSTM on Wikitext-2: memory (as Problem 3 Q7)" in topics
+    assert "ViT on CIFAR-10: memory (Problem 3 Q7)" in topics
+    text = topics["LSTM on Wikitext-2: overfitting (as Problem 3 Q8)"]
+    assert "before its last epoch (1 run):" in text and "ViT on CIFAR-10: overfitting (Problem 3 Q8)" in topics
+
+
+def test_an_lstm_that_learned_its_embeddings_is_not_the_specifications_model(tmp_path):
+    for run_id, embeddings in (("lstm-1", "learned, initialised N(0, 0.02) (no embeddings file given)"),
+                               ("lstm-2", "pretrained GPT-1 (frozen, tied to the output layer)")):
+        run = write_run(tmp_path, run_id, [400.0], [700.0], status=None, epochs=10)
+        config = run.read_config()
+        config["task"]["embeddings"] = embeddings
+        run.write_config(config)
+    study = load_study([tmp_path])
+    learned, pretrained = study.get("lstm-1"), study.get("lstm-2")
+    assert learned.deviations == ["embeddings learned (spec GPT-1's, frozen)"] and not learned.full_spec
+    assert "NOT the full specification setting: embeddings learned (spec GPT-1's, frozen)" in learned.provenance
+    assert pretrained.deviations == [] and pretrained.full_spec
+
+
 def test_the_time_each_run_and_grid_took_adds_up_its_epochs(tmp_path):
     write_run(tmp_path, "vit-1", [0.3, 0.4], [0.3, 0.4], seconds=[3599.0, 1799.0])  # + 1 s validation each
     write_run(tmp_path, "vit-2", [0.3], [0.3], seconds=1799.0, status=None, epochs=10)
