@@ -163,7 +163,8 @@ def run_curves(run: RunView, folder: Path) -> Figure:
     _mark_best(top, run, epochs, metric)
     _epoch_axis(top, epochs)
     _y_axis(top, metric_title(metric), log=metric == "perplexity")
-    top.set_title(f"{run.description}" + ("" if run.status == "completed" else f": {run.status_text}"), loc="left")
+    # the status on a line of its own: with it, the title is wider than the one-column figure
+    top.set_title(run.description + ("" if run.status == "completed" else f"\n{run.status_text}"), loc="left")
     top.legend(loc="best")
     best, epoch = run.best
     best_text = f"Best validation {metric} {fmt_metric(best, metric)} at epoch {epoch} (star)" if best else \
