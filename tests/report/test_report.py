@@ -256,6 +256,34 @@ def test_an_lstm_that_learned_its_embeddings_is_not_the_specifications_model(tmp
     assert pretrained.deviations == [] and pretrained.full_spec
 
 
+def test_every_title_and_label_of_the_figures_lies_inside_the_figure(tmp_path, monkeypatch):
+    """Unfinished runs have the longest titles; each figure's texts are checked as it is saved."""
+    from replab.report import figures
+
+    checked = []
+    save = figures._save
+
+    def checked_save(fig, folder, stem, caption):
+        fig.canvas.draw()
+        renderer, box = fig.canvas.get_renderer(), fig.bbox
+        for axes in fig.axes:
+            for text in [axes.title, axes._left_title, axes.xaxis.label, axes.yaxis.label]:
+                if text.get_text():
+                    extent = text.get_window_extent(renderer)
+                    assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, f"{stem}: {text.get_text()!r}"
+        checked.append(stem)
+        return save(fig, folder, stem, caption)
+
+    monkeypatch.setattr(figures, "_save", checked_save)
+    write_run(tmp_path, "lstm-1", [400.0], [700.0], status=None, epochs=10)
+    write_run(tmp_path, "cnn-densenet", [0.5, 0.6], [0.4, 0.6], status=None, epochs=10)
+    write_run(tmp_path, "vit-7", [0.3, 0.4], [0.3, 0.4], status=None, epochs=10)
+    study = load_study([tmp_path])
+    for run in study.runs:
+        figures.run_curves(run, tmp_path / "figures")
+    assert sorted(checked) == ["cnn-densenet-curves", "lstm-1-curves", "vit-7-curves"]
+
+
 def test_the_time_each_run_and_grid_took_adds_up_its_epochs(tmp_path):
     write_run(tmp_path, "vit-1", [0.3, 0.4], [0.3, 0.4], seconds=[3599.0, 1799.0])  # + 1 s validation each
     write_run(tmp_path, "vit-2", [0.3], [0.3], seconds=1799.0, status=None, epochs=10)
