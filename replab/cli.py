@@ -189,15 +189,16 @@ def cmd_data(args) -> int:
 
     root = resolve_data_dir(args.data_dir)
     if args.action == "download":
+        datasets = not (args.embeddings or args.vocabulary)  # a plain `data download`: CIFAR-10 too
         try:
             if args.embeddings:
                 print(f"GPT-1 embeddings: {download_embeddings(root, url=args.gpt1_url)}")
-            if not (args.embeddings or args.vocabulary):
+            if datasets:
                 print(f"CIFAR-10: {download_cifar10(root / 'cifar10')}")
             print(f"GPT-1 vocabulary: {download_vocabulary(root, url=args.gpt1_url)}")
         except (ConnectionError, ValueError) as error:
             raise UsageError(str(error)) from None
-        if not (args.embeddings or args.vocabulary):
+        if datasets:
             print("Wikitext-2 (GPT-1 token ids) is the course's preprocessed copy and is not downloadable: "
                   f"put wiki.{{train,validation,test}}.npz in {root / 'wikitext2'}")
     ok = True

@@ -97,18 +97,18 @@ def cpu_capability() -> str | None:
 def environment(device: torch.device) -> dict:
     """Versions, machine and device, as recorded next to every run's metrics. On the CPU the device name carries the
     kernels' vector instructions (``AMD EPYC, AVX512``), so that runs on different CPUs of one name stay apart."""
-    capability = cpu_capability()
+    capability, cpu = cpu_capability(), cpu_name()
     info = {
         "replab_version": replab.__version__,
         "git_commit": git_commit(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "platform": platform.platform(),
-        "cpu": cpu_name(),
+        "cpu": cpu,
         "cpu_threads": torch.get_num_threads(),
         "cpu_capability": capability,
         "device": str(device),
-        "device_name": f"{cpu_name()}, {capability}" if capability else cpu_name(),
+        "device_name": f"{cpu}, {capability}" if capability else cpu,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "hostname": platform.node(),

@@ -178,8 +178,8 @@ class GPT1Tokenizer:
             raise FileNotFoundError(f"GPT-1's BPE vocabulary is not in {encoder.parent} (missing {', '.join(missing)}):"
                                     " get it with `replab data download --vocabulary`, or point --data-dir or "
                                     "$REPLAB_DATA at a data folder that holds gpt1-bpe/")
-        stamps = [(str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size) for path in (encoder, merges)]
-        return _load_tokenizer(*stamps)
+        stats = [(path, path.stat()) for path in (encoder, merges)]
+        return _load_tokenizer(*[(str(path.resolve()), st.st_mtime_ns, st.st_size) for path, st in stats])
 
     @property
     def vocabulary_size(self) -> int:
