@@ -3,12 +3,14 @@ records of its machine."""
 
 import ctypes.util
 import gc
+import os
+import signal
 import sys
 
 import pytest
 import torch
 
-from replab.system import environment, release_free_memory, resident_memory_mb
+from replab.system import StopSignals, environment, release_free_memory, resident_memory_mb
 
 GLIBC = sys.platform.startswith("linux") and "libc.so.6" in (ctypes.util.find_library("c") or "")
 
@@ -44,3 +46,19 @@ def test_the_cpu_device_name_carries_the_kernels_vector_instructions():
     capability = torch.backends.cpu.get_cpu_capability()
     assert env["cpu_capability"] == capability
     assert env["device_name"] == f"{env['cpu']}, {capability}"
+
+
+def test_stop_signals_turn_the_first_signal_into_a_request_and_leave_an_ignored_signal_ignored():
+    previous = {number: signal.getsignal(number) for number in StopSignals.SIGNALS}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job started by a script
+    try:
+        with StopSignals() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.received is None
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.received == "SIGTERM"
+        assert signal.getsignal(signal.SIGTERM) == previous[signal.SIGTERM]
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -222,6 +222,16 @@ def noisy_steps(monkeypatch) -> None:
     monkeypatch.setattr(ImageClassificationTask, "step", noisy_step)
 
 
+@pytest.fixture
+def python_ctrl_c():
+    """SIGINT handled as in an interactive Python (``KeyboardInterrupt``) for a test that sends it to its own
+    process: a suite started in the background by a script inherits an ignored SIGINT, which ``StopSignals``
+    rightly leaves ignored, so the signal would never arrive."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def signals_at_steps(monkeypatch, at: dict[int, list[int]]) -> list[int]:
     """Training steps that send this process the signals ``at[n]`` as (1-based, over the whole run) step ``n``
     begins; returns the list that counts the steps trained."""
@@ -271,7 +281,7 @@ def test_a_stop_signal_loses_no_training_and_resume_gives_the_uninterrupted_metr
     assert stopped.read_summary()["test_final"] == RunDir(tmp_path / "straight" / "vit-2").read_summary()["test_final"]
 
 
-def test_a_second_signal_stops_at_once_but_one_delivered_twice_does_not(tmp_path, monkeypatch):
+def test_a_second_signal_stops_at_once_but_one_delivered_twice_does_not(tmp_path, monkeypatch, python_ctrl_c):
     """Ctrl-C, then Ctrl-C again a second later: the run stops inside the step, as a plain Ctrl-C would, with the
     last checkpoint (here epoch 1's) kept. The same signal twice in a row (a terminal's Ctrl-C reaching torchrun's
     workers directly and through torchrun) is one request: the run stops after that step, with a checkpoint."""
