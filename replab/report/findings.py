@@ -127,13 +127,25 @@ def settings_findings(study: Study) -> list[Finding]:
              for grid in GRID_TITLES if (runs := study.grid(grid))]
     found.append(Finding(topic, f"Time the runs took (wall-clock time of their epochs): {'; '.join(spent)}."))
     for grid in GRID_TITLES:
-        settings = {_setting(r) for r in study.grid(grid)}
-        if len(settings) > 1:
+        groups: dict[tuple, list[str]] = {}
+        for run in study.grid(grid):
+            groups.setdefault(_setting(run), []).append(run.id)
+        if len(groups) > 1:
+            listing = "; ".join(f"{_setting_text(setting)}: {', '.join(ids)}" for setting, ids in groups.items())
             found.append(Finding(topic, (
-                f"The {GRID_TITLES[grid]} runs were not all measured under the same settings (device, amp, batch "
-                f"limits, processes): {len(settings)} different ones, so their times and memory are not "
-                "comparable.")))
+                f"The {GRID_TITLES[grid]} runs were measured under {len(groups)} different settings (device, amp, "
+                f"batch limits, processes): {listing}. Their times are comparable only within one setting, and "
+                "their memory across settings only roughly.")))
     return found
+
+
+def _setting_text(setting: tuple) -> str:
+    device, amp, train_batches, eval_batches, world_size = setting
+    parts = [device, f"amp {amp or 'none'}"]
+    parts += [f"train ≤ {train_batches} batches/epoch"] if train_batches else []
+    parts += [f"eval ≤ {eval_batches} batches"] if eval_batches else []
+    parts += [f"{world_size} processes"] if world_size and world_size > 1 else []
+    return ", ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ choices

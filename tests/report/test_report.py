@@ -295,6 +295,20 @@ def test_the_time_each_run_and_grid_took_adds_up_its_epochs(tmp_path):
            "CIFAR-10 2.00 h (2 runs)." in text
 
 
+def test_runs_of_a_grid_under_different_settings_are_named_by_setting(tmp_path):
+    write_run(tmp_path, "cnn-resnet", [0.7], [0.7], environment={"device_name": "AMD EPYC"})
+    write_run(tmp_path, "cnn-googlenet", [0.7], [0.7], environment={"device_name": "AMD EPYC"})
+    write_run(tmp_path, "cnn-densenet", [0.7], [0.7], environment={"device_name": "AMD EPYC, AVX512"},
+              limit_train_batches=5)
+    write_run(tmp_path, "vit-1", [0.5], [0.5])
+    write_run(tmp_path, "vit-2", [0.5], [0.5])
+    text = finding_texts(load_study([tmp_path]), "Runs and settings")
+    assert ("The CNNs on CIFAR-10 runs were measured under 2 different settings (device, amp, batch limits, "
+            "processes): cpu (AMD EPYC, AVX512), amp none, train ≤ 5 batches/epoch: cnn-densenet; cpu (AMD EPYC), "
+            "amp none: cnn-googlenet, cnn-resnet.") in text
+    assert "ViT on CIFAR-10 runs were measured" not in text  # one setting: nothing to say
+
+
 def test_optimizer_findings_carry_their_numbers(study):
     text = finding_texts(study, "ViT on CIFAR-10: configurations 1-4")
     assert "Adam (vit-1) 60.00% (epoch 5)" in text and "vit-3 diverged (3/5 epochs)" in text
