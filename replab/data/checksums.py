@@ -64,6 +64,12 @@ def find_sums(folder: Path) -> Path | None:
 _verified: set[tuple] = set()  # (path, size, mtime, inode) of files this process checked already
 
 
+def file_identity(path: Path) -> tuple[str, int, int, int]:
+    """``(resolved path, size, mtime in ns, inode)``: a key that changes when the file is rewritten or replaced."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
 def verify(path: Path, dataset: str) -> None:
     """Check ``path`` against the ``MD5SUMS`` beside it (if there is one and it lists the file).
 
@@ -76,8 +82,7 @@ def verify(path: Path, dataset: str) -> None:
     expected = read_md5sums(sums_path).get(path.name)
     if expected is None:
         return
-    stat = path.stat()
-    key = (str(path.resolve()), expected, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    key = (*file_identity(path), expected)
     if key in _verified:
         return
     actual = md5_file(path)

@@ -95,10 +95,12 @@ def _unfinished(runs: list[RunView]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ settings
-def _setting(run: RunView) -> tuple:
-    s = run.settings
-    return (run.device, s.get("amp"), s.get("limit_train_batches"), s.get("limit_eval_batches"),
-            run.record.config.get("world_size", 1))
+def _setting(run: RunView) -> str:
+    """What a run's times and memory depend on besides the model, e.g. ``cpu (AMD EPYC, AVX512), amp none, train ≤ 5
+    batches/epoch`` (device, amp, batch limits, processes)."""
+    world_size = run.record.config.get("world_size", 1)
+    processes = [f"{world_size} processes"] if world_size > 1 else []
+    return ", ".join([run.device, f"amp {run.settings.get('amp') or 'none'}", *run.limits, *processes])
 
 
 def _time_taken(runs: list[RunView]) -> str:
@@ -127,25 +129,16 @@ def settings_findings(study: Study) -> list[Finding]:
              for grid in GRID_TITLES if (runs := study.grid(grid))]
     found.append(Finding(topic, f"Time the runs took (wall-clock time of their epochs): {'; '.join(spent)}."))
     for grid in GRID_TITLES:
-        groups: dict[tuple, list[str]] = {}
+        groups: dict[str, list[str]] = {}
         for run in study.grid(grid):
             groups.setdefault(_setting(run), []).append(run.id)
         if len(groups) > 1:
-            listing = "; ".join(f"{_setting_text(setting)}: {', '.join(ids)}" for setting, ids in groups.items())
+            listing = "; ".join(f"{setting}: {', '.join(ids)}" for setting, ids in groups.items())
             found.append(Finding(topic, (
                 f"The {GRID_TITLES[grid]} runs were measured under {len(groups)} different settings (device, amp, "
                 f"batch limits, processes): {listing}. Their times are comparable only within one setting, and "
                 "their memory across settings only roughly.")))
     return found
-
-
-def _setting_text(setting: tuple) -> str:
-    device, amp, train_batches, eval_batches, world_size = setting
-    parts = [device, f"amp {amp or 'none'}"]
-    parts += [f"train ≤ {train_batches} batches/epoch"] if train_batches else []
-    parts += [f"eval ≤ {eval_batches} batches"] if eval_batches else []
-    parts += [f"{world_size} processes"] if world_size and world_size > 1 else []
-    return ", ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ choices

@@ -25,6 +25,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 
 from replab.data import resolve_data_dir
+from replab.data.checksums import file_identity
 
 __all__ = ["GPT1Tokenizer", "UNK", "PAD_ID", "UNK_ID", "VOCABULARY_FOLDER", "pre_tokenize", "vocabulary_files"]
 
@@ -178,8 +179,7 @@ class GPT1Tokenizer:
             raise FileNotFoundError(f"GPT-1's BPE vocabulary is not in {encoder.parent} (missing {', '.join(missing)}):"
                                     " get it with `replab data download --vocabulary`, or point --data-dir or "
                                     "$REPLAB_DATA at a data folder that holds gpt1-bpe/")
-        stats = [(path, path.stat()) for path in (encoder, merges)]
-        return _load_tokenizer(*[(str(path.resolve()), st.st_mtime_ns, st.st_size) for path, st in stats])
+        return _load_tokenizer(file_identity(encoder), file_identity(merges))
 
     @property
     def vocabulary_size(self) -> int:
@@ -252,6 +252,7 @@ class GPT1Tokenizer:
 
 
 @lru_cache(maxsize=8)
-def _load_tokenizer(encoder: tuple[str, int, int], merges: tuple[str, int, int]) -> GPT1Tokenizer:
-    """The tokenizer of two files given as (path, mtime in ns, size): a file changed since is read again."""
+def _load_tokenizer(encoder: tuple, merges: tuple) -> GPT1Tokenizer:
+    """The tokenizer of two files given as ``file_identity`` keys (path first): a file changed since is read
+    again."""
     return GPT1Tokenizer.from_files(encoder[0], merges[0])
