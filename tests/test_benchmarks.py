@@ -112,6 +112,26 @@ def test_lstm_step_bf16_is_measured_skipped_or_reported_failed(tmp_path):
     assert status == "ok" or status.startswith(("skipped", "failed"))
 
 
+def test_lstm_step_profile_splits_the_step_into_matrix_products_and_the_rest(tmp_path, capsys):
+    out = tmp_path / "lstm.json"
+    assert lstm_step.main(["--quick", "--out", str(out), "--modes", "fp32", "--profile", "--learn-embeddings"]) == 0
+    profile = _read(out)["results"]["fp32"]["profile"]
+    assert profile["step_s"] > 0 and profile["top"]
+    assert math.isclose(profile["matrix_products_s"] + profile["other_s"], profile["self_s"], rel_tol=1e-9)
+    assert any(row["op"] in lstm_step.MATRIX_PRODUCTS for row in profile["top"])
+    assert "profile of one replab step" in capsys.readouterr().out
+
+
+def test_lstm_step_targets_name_the_bf16_bound_and_speed_up():
+    entry = {"status": "ok", "ratio_replab_over_reference": 1.5, "fraction_of_gemm_bound": {"replab": 0.55}}
+    targets = {t["name"]: t for t in lstm_step._targets(["fp32", "bf16"], {"fp32": entry, "bf16": entry}, 2.6)}
+    assert targets["bf16 fraction of the bf16 matrix-product bound"]["status"] == "met"
+    assert targets["bf16 step speed-up over fp32 (no target set)"]["value"] == 2.6
+    slow = {**entry, "fraction_of_gemm_bound": {"replab": 0.4}}
+    targets = {t["name"]: t for t in lstm_step._targets(["bf16"], {"bf16": slow}, None)}
+    assert targets["bf16 fraction of the bf16 matrix-product bound"]["status"] == "NOT met"
+
+
 def test_lstm_flops_counts_the_frozen_projection_twice():
     from replab.models.lstm import LSTM
 

@@ -101,11 +101,11 @@ class LSTM(nn.Module):
 
         With ``targets`` (B, T) int64 (and optionally ``mask`` (B, T), None: every position counts), it returns
         instead ``(loss, nll)``: ``loss`` the specification's loss (``self.loss`` of the log-probabilities: the
-        per-sequence mean NLL, then the mean over sequences), a scalar with gradients; ``nll`` (B, T) float32, the
-        negative log-likelihood of each target without gradient, 0 where ``mask`` is 0. Both come from
-        ``sequence_nll``: the output layer, the log-softmax and the loss fused, the (B, T, V) log-probabilities
-        never held. That is the training path: it goes through ``forward`` so that DDP and ``torch.compile`` wrap
-        the model itself.
+        per-sequence mean NLL, then the mean over sequences), a scalar with gradients; ``nll`` (B, T), the negative
+        log-likelihood of each target without gradient, 0 where ``mask`` is 0; both float32 (float64 for a float64
+        model). Both come from ``sequence_nll``: the output layer, the log-softmax and the loss fused, the (B, T, V)
+        log-probabilities never held. That is the training path: it goes through ``forward`` so that DDP and
+        ``torch.compile`` wrap the model itself.
         """
         if hidden_states is None:
             hidden_states = self.initial_states(inputs.shape[0], device=inputs.device)
@@ -113,7 +113,7 @@ class LSTM(nn.Module):
         if targets is not None:
             return sequence_nll(self, features, targets, mask)
         logits = self.classifier.output(features)
-        return torch.log_softmax(logits.float(), dim=-1), hidden_states
+        return torch.log_softmax(logits.to(accumulation_dtype(logits.dtype)), dim=-1), hidden_states
 
     def loss(self, log_probas: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood of the sequences, then mean over the batch.
@@ -124,16 +124,14 @@ class LSTM(nn.Module):
         none contributes nothing (no NaN); a batch with none at all gives a loss of 0 (still differentiable).
         Returns a scalar.
         """
-        nll = -log_probas.gather(-1, targets.unsqueeze(-1)).squeeze(-1).float()
-        return masked_sequence_mean(nll, mask)
+        nll = -log_probas.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return masked_sequence_mean(nll.to(accumulation_dtype(nll.dtype)), mask)
 
     def initial_states(self, batch_size: int, device=None):
-        """Zero ``(h_0, c_0)``, each (L, B, Hd), on ``device``."""
+        """Zero ``(h_0, c_0)``, each (L, B, Hd), on ``device``, in the dtype of the LSTM's weights."""
         shape = (self.num_layers, batch_size, self.hidden_size)
-        return (
-            torch.zeros(shape, dtype=torch.float, device=device),
-            torch.zeros(shape, dtype=torch.float, device=device),
-        )
+        dtype = self.lstm.weight_ih_l0.dtype
+        return torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
 
     @classmethod
     def load_embeddings_from(cls, filename, hidden_size=512, num_layers=1, learn_embeddings=False) -> LSTM:
@@ -153,6 +151,12 @@ class LSTM(nn.Module):
         return cls(vocabulary_size, embedding_size, hidden_size, num_layers, learn_embeddings, _embedding_weight=weight)
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of softmaxes, losses and their reductions for inputs of ``dtype``: float32 for float32 and the
+    16-bit types, float64 for float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def masked_sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-sequence masked mean, then the mean over sequences that have any unmasked position.
 
@@ -167,11 +171,12 @@ def masked_sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 
 def sequence_mean_weights(mask: torch.Tensor) -> torch.Tensor:
     """The weight of each position in ``masked_sequence_mean``: ``sum(values * weights) == masked_sequence_mean(
-    values, mask)`` for any values. mask: (B, T) -> (B, T) float32; ``mask / T_j / S`` with ``T_j`` the sequence's
-    unmasked positions and ``S`` the number of sequences that have any (0 where the mask is 0)."""
-    mask = mask.float()
+    values, mask)`` for any values. mask: (B, T) -> (B, T) float32 (float64 for a float64 mask); ``mask / T_j / S``
+    with ``T_j`` the sequence's unmasked positions and ``S`` the number of sequences that have any (0 where the mask
+    is 0)."""
+    mask = mask.to(accumulation_dtype(mask.dtype)) if mask.is_floating_point() else mask.float()
     counts = mask.sum(dim=1, keepdim=True)
-    present = (counts > 0).float()
+    present = (counts > 0).to(mask.dtype)
     return mask / counts.clamp_min(1.0) * present / present.sum().clamp_min(1.0)
 
 
@@ -183,11 +188,12 @@ def sequence_nll(
 
     features: (B, T, embedding_size); targets: (B, T); mask (optional): (B, T), 1 where a prediction counts
     -> ``(loss, nll)``: ``loss`` scalar, equal to ``masked_sequence_mean(nll, mask)`` in value and gradients;
-    ``nll`` (B, T) float32 without gradient, 0 where the mask is 0. Through ``fused_linear_weighted_nll``, which
-    knows each position's weight in the loss and so computes the gradients in the same pass as the loss.
+    ``nll`` (B, T) without gradient, 0 where the mask is 0 (both float32, float64 for float64 features). Through
+    ``fused_linear_weighted_nll``, which knows each position's weight in the loss and so computes the gradients in
+    the same pass as the loss.
     """
     if mask is None:
-        mask = torch.ones(targets.shape, device=targets.device)
+        mask = torch.ones(targets.shape, dtype=accumulation_dtype(features.dtype), device=targets.device)
     weights = sequence_mean_weights(mask)
     loss, nll = fused_linear_weighted_nll(features.flatten(0, 1), model.classifier.output.weight, targets.flatten(),
                                           weights.flatten())
@@ -220,23 +226,25 @@ _UNDERFLOW_NLL = 69.0
 
 
 def _softmax_chunks(x, w, targets, rows, chunk):
-    """The rows of ``x`` (all, or those listed in ``rows``), ``chunk`` at a time, with their float32 softmax over
-    ``x @ w.T`` and the NLL of their targets ``-log(softmax[target])`` (rows whose target probability is below
-    ~1e-30, where that logarithm loses precision, are recomputed with ``log_softmax``).
+    """The rows of ``x`` (all, or those listed in ``rows``), ``chunk`` at a time, with their softmax over
+    ``x @ w.T`` in the accumulation dtype (float32, float64 for float64 ``x``) and the NLL of their targets
+    ``-log(softmax[target])`` (rows whose target probability is below ~1e-30, where that logarithm loses precision,
+    are recomputed with ``log_softmax``).
 
     Yields ``(index, xc, tc, probas, buffer, nll_c)``: ``index`` the chunk's rows (a slice, or indices into
-    ``rows``); ``xc`` (m, E), ``tc`` (m, 1) their features and targets; ``probas`` (m, V) float32 their softmax,
-    which the caller may overwrite; ``buffer`` (m, V) in ``x``'s dtype, free for the caller (it is ``probas``
-    itself for float32 on the CPU); ``nll_c`` (m,). The buffers are reused from chunk to chunk: memory holds the
-    logits of one chunk, never the whole (N, V).
+    ``rows``); ``xc`` (m, E), ``tc`` (m, 1) their features and targets; ``probas`` (m, V) their softmax, which the
+    caller may overwrite; ``buffer`` (m, V) in ``x``'s dtype, free for the caller (it is ``probas`` itself when
+    ``x`` is in the accumulation dtype on the CPU); ``nll_c`` (m,). The buffers are reused from chunk to chunk:
+    memory holds the logits of one chunk, never the whole (N, V).
     """
     count = x.shape[0] if rows is None else rows.numel()
     size = min(chunk, count)
+    accumulate = accumulation_dtype(x.dtype)
     logits = x.new_empty(size, w.shape[0])
-    # float32 on the CPU: the softmax overwrites the logits in place (the kernel reads each row before writing
-    # it; tested); elsewhere, or from another dtype, into its own float32 buffer
-    in_place = x.dtype == torch.float32 and x.device.type == "cpu"
-    softmax = logits if in_place else logits.new_empty(logits.shape, dtype=torch.float32)
+    # on the CPU the softmax overwrites logits of its own dtype in place (the kernel reads each row before writing
+    # it; tested); elsewhere, or from a 16-bit dtype, it writes into its own buffer
+    in_place = x.dtype == accumulate and x.device.type == "cpu"
+    softmax = logits if in_place else logits.new_empty(logits.shape, dtype=accumulate)
     for start in range(0, count, chunk):
         stop = min(start + chunk, count)
         index = slice(start, stop) if rows is None else rows[start:stop]
@@ -244,23 +252,21 @@ def _softmax_chunks(x, w, targets, rows, chunk):
         m = stop - start
         lc, sc = logits[:m], softmax[:m]
         torch.mm(xc, w.t(), out=lc)
-        probas = torch.softmax(lc, -1, dtype=torch.float32, out=sc)
+        probas = torch.softmax(lc, -1, dtype=accumulate, out=sc)
         nll_c = probas.gather(1, tc).squeeze(1).log_().neg_()
         tiny = nll_c > _UNDERFLOW_NLL  # target probability (nearly) underflowed: recompute those rows
         if tiny.any():
             tiny = tiny.nonzero().squeeze(1)
-            exact = torch.log_softmax(torch.mm(xc[tiny], w.t()), -1, dtype=torch.float32)
+            exact = torch.log_softmax(torch.mm(xc[tiny], w.t()), -1, dtype=accumulate)
             nll_c[tiny] = exact.gather(1, tc[tiny]).squeeze(1).neg()
         yield index, xc, tc, probas, lc, nll_c
 
 
-def _softmax_minus_onehot(probas, tc, buffer, row_scale=None):
-    """``probas - onehot(tc)`` (each row times ``row_scale`` if given), in place, returned in ``buffer``'s dtype
-    (copied there when that is not float32): the gradient of the NLL with respect to the logits."""
+def _softmax_minus_onehot(probas, tc, buffer):
+    """``probas - onehot(tc)``, in place, returned in ``buffer``'s dtype (copied there when that is not
+    ``probas``' dtype): the gradient of the NLL with respect to the logits, before the rows' weights."""
     probas.scatter_add_(1, tc, probas.new_full(tc.shape, -1.0))
-    if row_scale is not None:
-        probas.mul_(row_scale.unsqueeze(1))
-    return probas if buffer.dtype == torch.float32 else buffer.copy_(probas)
+    return probas if buffer.dtype == probas.dtype else buffer.copy_(probas)
 
 
 def fused_linear_weighted_nll(
@@ -274,16 +280,18 @@ def fused_linear_weighted_nll(
     and ``nll``, computed chunk by chunk of rows without ever holding the (N, V) logits.
 
     features: (N, E); weight: (V, E); targets: (N,) int64; row_weights: (N,), no gradient; rows of weight 0 are
-    skipped (NLL 0) -> ``(loss, nll)``: ``loss`` a float32 scalar with gradients for ``features`` and ``weight``;
-    ``nll`` (N,) float32, without gradient. The softmax is taken in float32; under autocast the matrix products
-    run in the autocast dtype, as ``nn.Linear`` would.
+    skipped (NLL 0) -> ``(loss, nll)``: ``loss`` a scalar with gradients for ``features`` and ``weight``; ``nll``
+    (N,), without gradient. Both are float32 (float64 for float64 inputs), as is the softmax; under autocast the
+    matrix products run in the autocast dtype, as ``nn.Linear`` would.
 
     Knowing how each row enters the loss, it computes both gradients in the same pass over the chunks as the loss
     (``(softmax - onehot) * row_weight`` times ``weight`` and times ``features``, as fused linear cross-entropy
     kernels do), keeping only the (N, E) and (V, E) results; backward just scales them by the loss's gradient.
     With a learned ``weight`` that is three matrix products of the output layer's size per step, as many as an
     unfused linear layer + log-softmax (one forward, two backward), without holding its (N, V) logits and
-    log-probabilities for backward and without recomputing them there.
+    log-probabilities for backward and without recomputing them there. The rows' weights scale the (m, E)
+    operands (features before the weight's product, the result of the features' one), not the (m, V) softmax:
+    one pass less over the chunk.
     """
     if features.ndim != 2 or weight.ndim != 2 or features.shape[1] != weight.shape[1]:
         raise ValueError(f"expected features (N, E) and weight (V, E), got {tuple(features.shape)}, "
@@ -294,21 +302,24 @@ def fused_linear_weighted_nll(
         raise ValueError(f"row_weights must have shape ({features.shape[0]},), got {tuple(row_weights.shape)}")
     compute_dtype = _autocast_dtype(features.device.type) or torch.promote_types(features.dtype, weight.dtype)
     chunk = int(chunk_rows) if chunk_rows else _chunk_rows(weight.shape[0], features.device)
-    return _FusedLinearWeightedNLL.apply(features, weight, targets, row_weights.detach().float(), compute_dtype,
-                                         chunk, torch.is_grad_enabled())
+    row_weights = row_weights.detach().to(accumulation_dtype(compute_dtype))
+    return _FusedLinearWeightedNLL.apply(features, weight, targets, row_weights, compute_dtype, chunk,
+                                         torch.is_grad_enabled())
 
 
 class _FusedLinearWeightedNLL(torch.autograd.Function):
-    """The autograd function behind ``fused_linear_weighted_nll`` (inputs as documented there, already checked)."""
+    """The autograd function behind ``fused_linear_weighted_nll`` (inputs as documented there, already checked;
+    ``row_weights`` in the accumulation dtype)."""
 
     @staticmethod
     def forward(ctx, features, weight, targets, row_weights, compute_dtype, chunk, grad_enabled):
         # ctx.needs_input_grad says True for a parameter that requires grad even under torch.no_grad()
         # (evaluation), where computing its gradient would be wasted work
         need_x, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
-        nll = features.new_zeros(features.shape[0], dtype=torch.float32)
-        grad_x = features.new_zeros(features.shape, dtype=compute_dtype) if need_x else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        accumulate = row_weights.dtype
+        nll = features.new_zeros(features.shape[0], dtype=accumulate)
+        grad_x = features.new_zeros(features.shape, dtype=accumulate) if need_x else None
+        grad_w = torch.zeros(weight.shape, dtype=accumulate, device=weight.device) if need_w else None
         rows = row_weights.nonzero().squeeze(1)  # the rows that count; None when all do: contiguous chunks
         rows = None if rows.numel() == row_weights.numel() else rows
         with torch.autocast(features.device.type, enabled=False):
@@ -316,15 +327,19 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
             w = weight.detach().to(compute_dtype)
             for index, xc, tc, probas, buffer, nll_c in _softmax_chunks(x, w, targets, rows, chunk):
                 nll[index] = nll_c
-                if need_x or need_w:  # d loss / d logits = (softmax - onehot) * row weight
-                    gradient = _softmax_minus_onehot(probas, tc, buffer, row_weights[index])
-                    if need_x:
-                        grad_x[index] = torch.mm(gradient, w)
-                    if need_w:
-                        if compute_dtype == torch.float32:
-                            grad_w.addmm_(gradient.t(), xc)
-                        else:
-                            grad_w += torch.mm(gradient.t(), xc).float()
+                if not (need_x or need_w):
+                    continue
+                # d loss / d logits = (softmax - onehot) * row weight; the weights scale the (m, E) operands
+                gradient = _softmax_minus_onehot(probas, tc, buffer)
+                scale = row_weights[index].unsqueeze(1)
+                if need_x:
+                    grad_x[index] = torch.mm(gradient, w).to(accumulate).mul_(scale)
+                if need_w:
+                    scaled = (xc * scale).to(compute_dtype)
+                    if compute_dtype == accumulate:
+                        grad_w.addmm_(gradient.t(), scaled)
+                    else:  # no 16-bit product with a float32 output on every device: convert its (V, E) result
+                        grad_w += torch.mm(gradient.t(), scaled)
         loss = (nll * row_weights).sum()
         ctx.mark_non_differentiable(nll)
         ctx.dtypes = features.dtype, weight.dtype
@@ -336,6 +351,7 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_nll):
         grad_x, grad_w = ctx.saved_tensors
         features_dtype, weight_dtype = ctx.dtypes
+        # out of place: a retained graph (gradcheck, autograd.grad(retain_graph=True)) may call backward again
         grad_features = None if grad_x is None else (grad_x * grad_loss.to(grad_x.dtype)).to(features_dtype)
-        grad_weight = None if grad_w is None else (grad_w * grad_loss.float()).to(weight_dtype)
+        grad_weight = None if grad_w is None else (grad_w * grad_loss.to(grad_w.dtype)).to(weight_dtype)
         return grad_features, grad_weight, None, None, None, None, None

@@ -203,13 +203,15 @@ def test_forward_with_targets_equals_forward_and_loss_values_and_gradients(learn
 
 
 def test_weighted_nll_in_float64_and_without_gradients():
+    """float64 in, float64 out (a float32 softmax would agree only to ~1e-7)."""
     x, w = torch.randn(5, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64)
     t, row_weights = torch.randint(0, 9, (5,)), torch.rand(5, dtype=torch.float64)
     with torch.no_grad():
         loss, nll = fused_linear_weighted_nll(x, w, t, row_weights, chunk_rows=2)
     expected_loss, expected_nll = weighted_reference(x, w, t, row_weights)
-    torch.testing.assert_close(nll, expected_nll.float())
-    torch.testing.assert_close(loss, expected_loss.float())
+    assert nll.dtype == loss.dtype == torch.float64
+    torch.testing.assert_close(nll, expected_nll, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-12, atol=1e-12)
     x.requires_grad_()
     (grad,) = torch.autograd.grad(fused_linear_weighted_nll(x, w, t, row_weights)[0], [x])
     assert grad.dtype == torch.float64
@@ -312,3 +314,43 @@ def test_forward_with_targets_and_every_position_masked_is_zero_and_differentiab
     assert loss.item() == 0.0 and torch.equal(nll, torch.zeros(2, 3))
     loss.backward()
     assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 100])
+@pytest.mark.parametrize("masked", [False, True])
+def test_weighted_nll_passes_gradcheck_in_float64(chunk_rows, masked):
+    """Finite differences against the analytic gradients the fused pass computes, for features and weight."""
+    generator = torch.Generator().manual_seed(chunk_rows)
+    x = torch.randn(7, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    w = torch.randn(11, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    t = torch.randint(0, 11, (7,), generator=generator)
+    row_weights = torch.rand(7, dtype=torch.float64, generator=generator)
+    if masked:
+        row_weights[[1, 4]] = 0.0
+    assert torch.autograd.gradcheck(
+        lambda a, b: fused_linear_weighted_nll(a, b, t, row_weights, chunk_rows=chunk_rows)[0], (x, w))
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_float64_model_computes_in_float64_and_passes_gradcheck(learn):
+    """A ``.double()`` model: log-probabilities, loss and the fused training loss in float64, equal to the
+    float64 built-in path (``log_softmax`` + gather), with gradients checked by finite differences."""
+    torch.manual_seed(3)
+    model = small_model(num_layers=1, learn_embeddings=learn).double()
+    inputs, targets = torch.randint(1, 50, (2, 4)), torch.randint(1, 50, (2, 4))
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.float64)
+    log_probas, (h, _) = model(inputs)
+    assert log_probas.dtype == h.dtype == torch.float64
+    features, _ = model.hidden_features(inputs, model.initial_states(2))
+    expected = torch.log_softmax(features @ model.embedding.weight.T, -1)
+    torch.testing.assert_close(log_probas, expected, rtol=1e-12, atol=1e-12)
+    loss, nll = model(inputs, targets=targets, mask=mask)
+    assert loss.dtype == nll.dtype == torch.float64
+    torch.testing.assert_close(loss, reference_loss(expected, targets, mask), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.loss(log_probas, targets, mask), loss, rtol=1e-12, atol=1e-12)
+    features = features.detach().requires_grad_()
+    weight = model.embedding.weight.detach().clone().requires_grad_(learn)
+    row_weights = sequence_mean_weights(mask).flatten()
+    inputs_ = (features.flatten(0, 1), weight)
+    assert torch.autograd.gradcheck(
+        lambda f, w: fused_linear_weighted_nll(f, w, targets.flatten(), row_weights)[0], inputs_)
