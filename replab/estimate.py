@@ -190,5 +190,26 @@ def table(estimates: list[Estimate]) -> str:
     return "\n".join(lines)
 
 
+def precision_table(fp32: list[Estimate], bf16: list[Estimate]) -> str:
+    """The same runs estimated in fp32 and with ``--amp bf16``, side by side: seconds per epoch, totals, and how
+    many times faster bf16 is."""
+    header = (f"{'id':<18}{'fp32 s/epoch':>14}{'bf16 s/epoch':>14}{'fp32 total':>16}{'bf16 total':>16}"
+              f"{'bf16 speed-up':>15}")
+    lines = [header]
+    for a, b in zip(fp32, bf16, strict=True):
+        if a.epochs == 0:
+            lines.append(f"{a.id:<18}{'completed already: skipped':>60}")
+            continue
+        lines.append(f"{a.id:<18}{a.epoch_seconds:>14.1f}{b.epoch_seconds:>14.1f}{fmt_duration(a.total_seconds):>16}"
+                     f"{fmt_duration(b.total_seconds):>16}{_speedup(a.total_seconds, b.total_seconds):>15}")
+    a, b = total_seconds(fp32), total_seconds(bf16)
+    lines.append(f"{'total':<18}{'':>28}{fmt_duration(a):>16}{fmt_duration(b):>16}{_speedup(a, b):>15}")
+    return "\n".join(lines)
+
+
+def _speedup(fp32_seconds: float, bf16_seconds: float) -> str:
+    return f"{fp32_seconds / bf16_seconds:.2f}x" if bf16_seconds > 0 else "-"
+
+
 def total_seconds(estimates: list[Estimate]) -> float:
     return sum(x.total_seconds for x in estimates)

@@ -65,13 +65,52 @@ def estimate_plan(plan: list[tuple]) -> list:
     return estimates
 
 
-def print_estimates(plan: list[tuple]) -> int:
-    """``--dry-run``: time a few real steps of every run of the plan, print the table; nothing is written."""
-    from replab.estimate import load_note, table
+def bf16_plan(plan: list[tuple]) -> tuple[list[tuple] | None, str]:
+    """The plan again with ``--amp bf16``, to estimate beside fp32, and why (or why not).
+
+    Only where every run trains in fp32 (``--amp none``) on a CPU with bf16 matrix instructions (AVX512-BF16 or
+    AMX-BF16): there bf16 autocast may be several times faster. Without them bf16 runs a slow fallback, so it is
+    not estimated (the note says why); on a GPU, or with an ``--amp`` chosen, the plan's own precision is all.
+    """
+    from replab.system import native_bf16_cpu, pick_device
+
+    runs = [settings for _, settings in plan if settings is not None]
+    if not runs or any(s.amp != "none" for s in runs):
+        return None, ""
+    try:
+        if any(pick_device(s.device).type != "cpu" for s in runs):
+            return None, ""
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if not native_bf16_cpu():
+        return None, ("--amp bf16 not estimated: this CPU has no bf16 matrix instructions (avx512_bf16, amx_bf16), "
+                      "so bf16 would run slower than fp32 here")
+    return [(e, s if s is None else dataclasses.replace(s, amp="bf16")) for e, s in plan], \
+        "this CPU has bf16 matrix instructions: the runs estimated again with --amp bf16"
+
+
+def show_estimates(plan: list[tuple]) -> float:
+    """Time a few real steps of every run of the plan and print the table; on a CPU with bf16 instructions and
+    ``--amp none``, the same with ``--amp bf16`` and the two side by side (``bf16_plan``). Returns the estimated
+    seconds of the plan as given."""
+    from replab.estimate import load_note, precision_table, table, total_seconds
 
     estimates = estimate_plan(plan)
     print(table(estimates))
-    print(f"(measured with {load_note()}; estimates only, nothing was written)")
+    alternative, why = bf16_plan(plan)
+    if alternative is not None:
+        print(f"\n{why}:")
+        print(precision_table(estimates, estimate_plan(alternative)))
+    elif why:
+        print(f"({why})")
+    print(f"(measured with {load_note()}; estimates only)")
+    return total_seconds(estimates)
+
+
+def print_estimates(plan: list[tuple]) -> int:
+    """``--dry-run``: time a few real steps of every run of the plan, print the table; nothing is written."""
+    show_estimates(plan)
+    print("(nothing was written)")
     return EXIT_OK
 
 

@@ -75,7 +75,7 @@ def test_real_dry_run_prints_the_estimate_and_writes_nothing(data_root, tmp_path
     row = lines[1].split()
     assert row[0] == "vit-2" and row[3] == "2813+313" and row[5] == "10"  # 45,000 / 16 and 5,000 / 16 batches
     assert float(row[1]) > 0 and float(row[4]) == pytest.approx(2813 * float(row[1]) + 313 * float(row[2]), rel=0.01)
-    assert lines[2].startswith("total") and "nothing was written" in lines[3]
+    assert lines[2].startswith("total") and "nothing was written" in lines[-1]
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
@@ -140,3 +140,46 @@ def test_reproduce_dry_run_writes_nothing(tmp_path, no_training, capsys):
     grids, estimated = no_training
     assert main(["reproduce", "--dry-run", "--out", str(tmp_path / "r")]) == 0
     assert estimated == ["full"] and grids == [] and not (tmp_path / "r").exists()
+
+
+@pytest.fixture
+def fake_estimates(monkeypatch):
+    """``estimate_run`` without training: 2 s per step in fp32, 0.5 s with --amp bf16 (the settings it got)."""
+    seen = []
+
+    def estimate(experiment, settings, epochs_done=0, **_):
+        seen.append((experiment.id, settings.amp))
+        step = 0.5 if settings.amp == "bf16" else 2.0
+        return Estimate(experiment.id, "cpu", step, step / 4, 100, 10, 10, epochs=experiment.epochs - epochs_done)
+
+    monkeypatch.setattr("replab.estimate.estimate_run", estimate)
+    return seen
+
+
+@pytest.mark.parametrize("command", [["train", "lstm-1"], ["grid", "lstm"]])
+def test_dry_run_on_a_bf16_cpu_prints_fp32_and_bf16_side_by_side(command, tmp_path, fake_estimates, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setattr("replab.system.native_bf16_cpu", lambda: True)
+    assert main([*command, "--dry-run", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    ids = [i for i, _ in fake_estimates if _ == "none"]
+    assert fake_estimates == [(i, "none") for i in ids] + [(i, "bf16") for i in ids]  # fp32 first, then bf16
+    assert "bf16 matrix instructions" in out and "bf16 speed-up" in out
+    per_run = [line for line in out.splitlines() if line.split()[:1] == [ids[0]] and "x" in line.split()[-1]]
+    assert per_run and per_run[0].split()[-1] == "4.00x"  # 2 s against 0.5 s per step and per evaluation batch
+    assert not any(tmp_path.iterdir())
+
+
+def test_dry_run_without_bf16_instructions_says_why_bf16_is_not_estimated(tmp_path, fake_estimates, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setattr("replab.system.native_bf16_cpu", lambda: False)
+    assert main(["train", "lstm-1", "--dry-run", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert fake_estimates == [("lstm-1", "none")]
+    assert "--amp bf16 not estimated: this CPU has no bf16 matrix instructions" in out and "speed-up" not in out
+
+
+def test_dry_run_with_an_amp_chosen_estimates_that_precision_only(tmp_path, fake_estimates, monkeypatch, capsys):
+    monkeypatch.setattr("replab.system.native_bf16_cpu", lambda: True)
+    assert main(["train", "lstm-1", "--dry-run", "--device", "cpu", "--amp", "bf16", "--out", str(tmp_path)]) == 0
+    assert fake_estimates == [("lstm-1", "bf16")] and "speed-up" not in capsys.readouterr().out

@@ -128,16 +128,11 @@ CONFIRM_ABOVE_SECONDS = 2 * 3600  # a full reproduction on a CPU estimated longe
 
 
 def _estimate(grids: list[tuple], profile: Profile) -> float:
-    """Print the estimated cost of every run of the reproduction (real steps timed); returns the total seconds."""
-    from replab.estimate import load_note, table, total_seconds
-
-    estimates = []
-    for _, ids, settings, overrides in grids:
-        estimates += runner.estimate_plan(runner.plan_grid(ids, settings, overrides))
+    """Print the estimated cost of every run of the reproduction (real steps timed; fp32 and bf16 side by side on
+    a CPU with bf16 instructions); returns the total seconds at the chosen precision."""
+    plan = [run for _, ids, settings, overrides in grids for run in runner.plan_grid(ids, settings, overrides)]
     print(f"reproduce ({profile.name}): estimated cost, from a few real training steps of each run:")
-    print(table(estimates))
-    print(f"(measured with {load_note()})")
-    return total_seconds(estimates)
+    return runner.show_estimates(plan)
 
 
 def confirm_cost(seconds: float, assume_yes: bool, stdin=None) -> bool:
