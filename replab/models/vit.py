@@ -228,10 +228,17 @@ class ViTConfig:
     attention: str = field(default="primitive", metadata={**NOT_AN_OPTION, "choices": ATTENTION_IMPLEMENTATIONS})
 
 
-class VisionTransformer(nn.Module):
-    """ViT classifier: patches -> linear embedding -> [CLS] + positions -> blocks -> head on [CLS].
+# Checkpoints written before the blocks and the head had the specification's names: old key prefix -> new.
+_OLD_KEY_PREFIXES = {"transformer.": "layers.", "mlp_head.0.": "norm.", "mlp_head.1.": "classifier."}
 
-    Parameters with the defaults: 1,086,730 / 2,140,938 / 3,195,146 for 2 / 4 / 6 layers.
+
+class VisionTransformer(nn.Module):
+    """ViT classifier: patches -> linear embedding -> [CLS] + positions -> blocks -> norm -> head on [CLS].
+
+    Submodules, in the specification's names: ``input_layer`` (patch embedding, C p^2 -> E), ``layers`` (an
+    ``nn.ModuleList`` of the attention blocks), ``norm`` (the final ``LayerNorm`` of the [CLS] token) and
+    ``classifier`` (``nn.Linear``, E -> num_classes); parameters ``cls_token`` (1, 1, E) and ``pos_embedding``
+    (1, 1 + N, E). Parameters with the defaults: 1,086,730 / 2,140,938 / 3,195,146 for 2 / 4 / 6 layers.
     """
 
     def __init__(
@@ -261,13 +268,12 @@ class VisionTransformer(nn.Module):
         self.num_patches = num_patches
         sequence_length = num_patches + 1
         self.input_layer = nn.Linear(num_channels * patch_size**2, embed_dim)
-        self.transformer = nn.Sequential(
-            *(
-                BLOCKS[block](embed_dim, hidden_dim, num_heads, sequence_length, dropout, attention)
-                for _ in range(num_layers)
-            )
+        self.layers = nn.ModuleList(
+            BLOCKS[block](embed_dim, hidden_dim, num_heads, sequence_length, dropout, attention)
+            for _ in range(num_layers)
         )
-        self.mlp_head = nn.Sequential(LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
+        self.norm = LayerNorm(embed_dim)
+        self.classifier = nn.Linear(embed_dim, num_classes)
         self.dropout = nn.Dropout(dropout)
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))
         self.pos_embedding = nn.Parameter(torch.randn(1, 1 + num_patches, embed_dim))
@@ -276,6 +282,15 @@ class VisionTransformer(nn.Module):
     def from_config(cls, config: ViTConfig, attention: str | None = None) -> VisionTransformer:
         """The model of ``config``; ``attention`` (a run setting), if given, replaces the config's."""
         return cls(**{**asdict(config), **({"attention": attention} if attention else {})})
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints written before the renaming (blocks ``transformer.N``, head ``mlp_head.0``/``mlp_head.1``)
+        load as ``layers.N``, ``norm`` and ``classifier``; the parameters' order, hence the optimizer's state, is
+        the same in both."""
+        for old, new in _OLD_KEY_PREFIXES.items():
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def get_patches(self, image: torch.Tensor, patch_size: int, flatten_channels: bool = True) -> torch.Tensor:
         """Cut images into non-overlapping square patches, in row-major order over the image.
@@ -306,8 +321,9 @@ class VisionTransformer(nn.Module):
         tokens = self.input_layer(patches)
         tokens = torch.cat([self.cls_token.expand(batch_size, -1, -1).to(tokens.dtype), tokens], dim=1)
         tokens = self.dropout(tokens + self.pos_embedding[:, : num_patches + 1])
-        tokens = self.transformer(tokens)
-        return self.mlp_head(tokens[:, 0])
+        for layer in self.layers:
+            tokens = layer(tokens)
+        return self.classifier(self.norm(tokens[:, 0]))
 
     def loss(self, preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy. preds: logits (B, num_classes); labels: int64 (B,) -> scalar."""

@@ -14,7 +14,7 @@ from replab.models.vit import (
     PreNormAttentionBlock,
     VisionTransformer,
 )
-from tests.conftest import forbidden_builtins
+from tests.conftest import forbidden_builtins, with_old_vit_names
 
 SHAPES = [(2, 5, 8), (3, 65, 256), (1, 1, 16), (4, 7, 3, 12)]
 
@@ -197,9 +197,9 @@ class _RefViT(nn.Module):
         super().__init__()
         self.ours = ours
         ref_cls = _RefPreNorm if ours.config.block == "prenorm" else _RefPostNorm
-        self.blocks = nn.Sequential(*(ref_cls(block) for block in ours.transformer))
+        self.blocks = nn.Sequential(*(ref_cls(block) for block in ours.layers))
         self.head_norm = nn.LayerNorm(ours.config.embed_dim)
-        self.head_norm.load_state_dict(ours.mlp_head[0].state_dict())
+        self.head_norm.load_state_dict(ours.norm.state_dict())
 
     def forward(self, x):
         o = self.ours
@@ -207,7 +207,7 @@ class _RefViT(nn.Module):
         tokens = o.input_layer(patches)
         tokens = torch.cat([o.cls_token.expand(x.shape[0], -1, -1), tokens], 1) + o.pos_embedding
         out = self.blocks(tokens)[:, 0]
-        return o.mlp_head[1](self.head_norm(out))
+        return o.classifier(self.head_norm(out))
 
 
 @pytest.mark.parametrize("block", ["prenorm", "postnorm"])
@@ -228,9 +228,10 @@ def test_vision_transformer_parameter_counts(layers, count):
 
 def test_vision_transformer_structure_and_loss():
     model = VisionTransformer(num_layers=2, block="postnorm")
-    assert isinstance(model.transformer, nn.Sequential)
-    assert all(isinstance(b, PostNormAttentionBlock) for b in model.transformer)
-    assert isinstance(model.mlp_head[0], LayerNorm) and isinstance(model.mlp_head[1], nn.Linear)
+    assert isinstance(model.layers, nn.ModuleList) and len(model.layers) == 2  # the specification's names
+    assert all(isinstance(b, PostNormAttentionBlock) for b in model.layers)
+    assert isinstance(model.classifier, nn.Linear) and model.classifier.weight.shape == (10, 256)
+    assert isinstance(model.norm, LayerNorm) and model.norm.hidden_size == 256
     assert model.pos_embedding.shape == (1, 65, 256) and model.cls_token.shape == (1, 1, 256)
     preds, labels = torch.randn(5, 10), torch.randint(0, 10, (5,))
     torch.testing.assert_close(model.loss(preds, labels), F.cross_entropy(preds, labels))
@@ -307,7 +308,7 @@ def test_layernorm_only_computes_the_gradients_asked_for():
 def _reference_parameter(reference: "_RefViT", name: str) -> torch.Tensor:
     """The parameter of the built-in reference that plays the role of replab's parameter ``name``."""
     parts = name.split(".")
-    if parts[0] == "transformer":
+    if parts[0] == "layers":
         block = reference.blocks[int(parts[1])]
         module, leaf = ".".join(parts[2:-1]), parts[-1]
         mapped = {"layer_norm_1": block.ln1, "layer_norm_2": block.ln2, "attn.out": block.attn.out_proj}
@@ -315,7 +316,7 @@ def _reference_parameter(reference: "_RefViT", name: str) -> torch.Tensor:
             return getattr(block.attn, f"in_proj_{leaf}")
         if module in mapped:
             return getattr(mapped[module], leaf)
-    if name.startswith("mlp_head.0."):
+    if name.startswith("norm."):
         return getattr(reference.head_norm, parts[-1])
     return dict(reference.ours.named_parameters())[name]  # shared with the reference
 
@@ -355,3 +356,48 @@ def test_attention_weights_in_bf16_are_the_float32_softmax_rounded():
     want = torch.autograd.grad(expected, [q, k], g)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
+
+
+# -- checkpoints written before the blocks were ``layers`` and the head ``norm`` + ``classifier`` ----------------
+
+# A 1-layer ViT's state-dict keys as replab wrote them before the renaming (``self.transformer``, an nn.Sequential
+# of blocks; ``self.mlp_head``, nn.Sequential(LayerNorm, Linear)), in the order they were written.
+OLD_KEYS_ONE_LAYER = [
+    "cls_token", "pos_embedding", "input_layer.weight", "input_layer.bias",
+    "transformer.0.layer_norm_1.weight", "transformer.0.layer_norm_1.bias",
+    "transformer.0.attn.qkv.weight", "transformer.0.attn.qkv.bias", "transformer.0.attn.out.weight",
+    "transformer.0.attn.out.bias", "transformer.0.layer_norm_2.weight", "transformer.0.layer_norm_2.bias",
+    "transformer.0.linear.0.weight", "transformer.0.linear.0.bias", "transformer.0.linear.3.weight",
+    "transformer.0.linear.3.bias",
+    "mlp_head.0.weight", "mlp_head.0.bias", "mlp_head.1.weight", "mlp_head.1.bias",
+]
+
+
+def test_old_state_dict_names_are_the_ones_replab_wrote():
+    model = VisionTransformer(embed_dim=8, hidden_dim=8, num_heads=2, num_layers=1)
+    assert list(with_old_vit_names(model.state_dict())) == OLD_KEYS_ONE_LAYER
+    # the parameters keep the old order, which the optimizer's state (indexed by position) relies on
+    assert [name for name, _ in model.named_parameters()] == list(model.state_dict())
+
+
+@pytest.mark.parametrize("block", ["prenorm", "postnorm"])
+def test_a_state_dict_with_the_old_names_loads_and_gives_identical_outputs(block):
+    torch.manual_seed(4)
+    trained = VisionTransformer(embed_dim=16, hidden_dim=32, num_heads=2, num_layers=3, block=block)
+    old = with_old_vit_names(trained.state_dict())
+    assert {"transformer.2.attn.qkv.weight", "mlp_head.0.weight", "mlp_head.1.bias"} <= set(old)
+    assert not any(k.startswith(("layers.", "norm.", "classifier.")) for k in old)
+    torch.manual_seed(5)
+    fresh = VisionTransformer(embed_dim=16, hidden_dim=32, num_heads=2, num_layers=3, block=block)
+    fresh.load_state_dict(old)  # strict: every key used, none missing
+    assert "transformer.0.attn.qkv.weight" in old  # the caller's dict is left as it was
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(value, trained.state_dict()[name]), name
+    images = torch.randn(3, 3, 32, 32)
+    with forbidden_builtins():
+        assert torch.equal(fresh(images), trained(images))
+    # inside a wrapper (keys with a prefix), as when the ViT is a submodule
+    wrapped = nn.Sequential(VisionTransformer(embed_dim=16, hidden_dim=32, num_heads=2, num_layers=3, block=block))
+    wrapped.load_state_dict({f"0.{k}": v for k, v in old.items()})
+    assert torch.equal(wrapped(images), trained(images))
+
