@@ -7,6 +7,11 @@ shortcut, ``attention="sdpa"``, is an explicit opt-in that is tested numerically
 
 Shapes: B batch, T sequence length (1 + number of patches), E = num_heads * head_size embedding size,
 H heads, D head size, C channels, p patch size, N patches.
+
+Precision: each block computes its reductions (LayerNorm statistics, the attention softmax, the loss) in
+``torch.promote_types(input dtype, float32)`` (``replab.models.precision``): float32 for bf16, fp16 and float32
+inputs, float64 for float64 ones; the blocks' outputs keep the input's dtype, the loss is in the compute dtype.
+A float64 model is float64 end to end.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replab.models.precision import compute_dtype, upcast
+
 ATTENTION_IMPLEMENTATIONS = ("primitive", "sdpa")
 
 
@@ -25,7 +32,8 @@ class LayerNorm(nn.Module):
     """Layer normalisation over the last dimension, with the biased variance (as in Ba et al., 2016).
 
     ``layernorm(x) = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias``, where ``Var`` divides by n, not n - 1.
-    Statistics are computed in float32 even for low-precision inputs; the output has the input's dtype.
+    Statistics are computed in float32 for bf16/fp16/float32 inputs and in float64 for float64 ones; the output
+    has the input's dtype.
     """
 
     def __init__(self, hidden_size: int, eps: float = 1e-5):
@@ -49,8 +57,9 @@ class _LayerNormFunction(torch.autograd.Function):
     """Layer normalisation with a hand-written backward, from reductions and element-wise products only.
 
     Forward: ``mean`` of each row, ``r = 1 / sqrt(|x - mean|^2 / n + eps)`` (the biased variance),
-    ``x_hat = (x - mean) r``, ``y = x_hat * weight + bias`` (statistics and ``x_hat`` in float32, ``y`` in the
-    input's dtype). Backward, with ``dy`` the incoming gradient and ``n`` the width:
+    ``x_hat = (x - mean) r``, ``y = x_hat * weight + bias`` (statistics and ``x_hat`` in the compute dtype:
+    float32, or float64 for float64 inputs; ``y`` in the input's dtype). Backward, in the same compute dtype, with
+    ``dy`` the incoming gradient and ``n`` the width:
     ``dx = r (dy * weight - mean(dy * weight) - x_hat mean(dy * weight * x_hat))``, ``dweight = sum(dy x_hat)``,
     ``dbias = sum(dy)`` over every row; the two row means are matrix-vector products with ``weight``
     (``(dy x_hat) @ weight / n`` and ``dy @ weight / n``). Autograd through the same formula would keep twice as
@@ -61,12 +70,12 @@ class _LayerNormFunction(torch.autograd.Function):
     def forward(ctx, inputs, weight, bias, eps):
         width = inputs.shape[-1]
         with torch.autocast(inputs.device.type, enabled=False):
-            x = inputs.reshape(-1, width).float()
+            x = upcast(inputs.reshape(-1, width))
             centered = x - x.mean(dim=-1, keepdim=True)
             rstd = torch.linalg.vector_norm(centered, 2, dim=-1, keepdim=True).square_().div_(width).add_(eps)
             rstd = rstd.rsqrt_()
             x_hat = centered.mul_(rstd)
-            output = torch.addcmul(bias.float(), x_hat, weight.float()).to(inputs.dtype)
+            output = torch.addcmul(bias.to(x.dtype), x_hat, weight.to(x.dtype)).to(inputs.dtype)
         ctx.save_for_backward(x_hat, rstd, weight)
         ctx.input_dtype = inputs.dtype
         return output.view(inputs.shape)
@@ -77,8 +86,8 @@ class _LayerNormFunction(torch.autograd.Function):
         x_hat, rstd, weight = ctx.saved_tensors
         width = x_hat.shape[-1]
         with torch.autocast(grad_output.device.type, enabled=False):
-            grad = grad_output.reshape(-1, width).float()
-            w = weight.float()
+            grad = grad_output.reshape(-1, width).to(x_hat.dtype)
+            w = weight.to(x_hat.dtype)
             product = grad * x_hat
             grad_weight = product.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
             grad_bias = grad.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
@@ -120,10 +129,11 @@ class MultiHeadedAttention(nn.Module):
     def get_attention_weights(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Softmax of the scaled scores over the key axis.
 
-        queries, keys: (B, H, T, D) -> attention weights (B, H, T, T), each row summing to 1.
+        queries, keys: (B, H, T, D) -> attention weights (B, H, T, T) in the queries' dtype, each row summing to 1.
+        The softmax runs in float32 (float64 for float64 inputs) in one pass.
         """
         scores = torch.matmul(queries * (1.0 / math.sqrt(queries.shape[-1])), keys.transpose(-2, -1))
-        return torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)  # float32 inside, one pass
+        return torch.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype)).to(queries.dtype)
 
     def apply_attention(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """The heads ``h_i = A_i v_i``, concatenated.
@@ -326,5 +336,6 @@ class VisionTransformer(nn.Module):
         return self.classifier(self.norm(tokens[:, 0]))
 
     def loss(self, preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy. preds: logits (B, num_classes); labels: int64 (B,) -> scalar."""
-        return F.cross_entropy(preds.float(), labels)
+        """Mean cross-entropy. preds: logits (B, num_classes); labels: int64 (B,) -> scalar, in float32 (float64 for
+        float64 logits)."""
+        return F.cross_entropy(upcast(preds), labels)
