@@ -62,12 +62,13 @@ class ReferenceViT(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.input_layer = nn.Linear(num_channels * patch_size**2, embed_dim)
-        self.transformer = nn.Sequential(*(
+        self.layers = nn.Sequential(*(
             nn.TransformerEncoderLayer(d_model=embed_dim, nhead=num_heads, dim_feedforward=hidden_dim, dropout=0.0,
                                        norm_first=True, activation="gelu", batch_first=True)
             for _ in range(num_layers)
         ))
-        self.mlp_head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.classifier = nn.Linear(embed_dim, num_classes)
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))
         self.pos_embedding = nn.Parameter(torch.randn(1, 1 + num_patches, embed_dim))
 
@@ -78,7 +79,7 @@ class ReferenceViT(nn.Module):
         tokens = self.input_layer(patches)
         tokens = torch.cat([self.cls_token.expand(b, -1, -1).to(tokens.dtype), tokens], dim=1)
         tokens = tokens + self.pos_embedding[:, : tokens.shape[1]]
-        return self.mlp_head(self.transformer(tokens)[:, 0])
+        return self.classifier(self.norm(self.layers(tokens)[:, 0]))
 
     @torch.no_grad()
     def load_from(self, model: VisionTransformer) -> ReferenceViT:
@@ -86,9 +87,9 @@ class ReferenceViT(nn.Module):
         self.input_layer.load_state_dict(model.input_layer.state_dict())
         self.cls_token.copy_(model.cls_token)
         self.pos_embedding.copy_(model.pos_embedding)
-        self.mlp_head[0].load_state_dict(model.mlp_head[0].state_dict())
-        self.mlp_head[1].load_state_dict(model.mlp_head[1].state_dict())
-        for ref, ours in zip(self.transformer, model.transformer, strict=True):
+        self.norm.load_state_dict(model.norm.state_dict())
+        self.classifier.load_state_dict(model.classifier.state_dict())
+        for ref, ours in zip(self.layers, model.layers, strict=True):
             ref.self_attn.in_proj_weight.copy_(ours.attn.qkv.weight)
             ref.self_attn.in_proj_bias.copy_(ours.attn.qkv.bias)
             ref.self_attn.out_proj.load_state_dict(ours.attn.out.state_dict())

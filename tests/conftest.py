@@ -45,6 +45,20 @@ def forbidden_builtins():
         mp.undo()
 
 
+# The ViT's state-dict key prefixes before the blocks and the head took the specification's names (replab before
+# issue 27: ``self.transformer`` an nn.Sequential of blocks, ``self.mlp_head`` = Sequential(LayerNorm, Linear)).
+VIT_OLD_KEY_PREFIXES = {"layers.": "transformer.", "norm.": "mlp_head.0.", "classifier.": "mlp_head.1."}
+
+
+def with_old_vit_names(state_dict: dict) -> dict:
+    """A ViT state dict (or a checkpoint's ``model``) with the keys replab wrote before the renaming."""
+    renamed = {}
+    for key, value in state_dict.items():
+        new = next((n for n in VIT_OLD_KEY_PREFIXES if key.startswith(n)), None)
+        renamed[key if new is None else VIT_OLD_KEY_PREFIXES[new] + key[len(new):]] = value
+    return renamed
+
+
 @pytest.fixture
 def no_forbidden_builtins():
     with forbidden_builtins():

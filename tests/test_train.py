@@ -17,6 +17,7 @@ from replab.runlog import RunDir
 from replab.system import StopSignals
 from replab.tasks import ImageClassificationTask
 from replab.train import Trainer, attempt_history
+from tests.conftest import with_old_vit_names
 
 TINY_VIT = ["--batch-size", "32", "--limit-train-batches", "3", "--limit-eval-batches", "2", "--no-progress"]
 TINY_LSTM = ["--batch-size", "2", "--limit-train-batches", "2", "--limit-eval-batches", "1", "--no-progress"]
@@ -175,6 +176,27 @@ def test_resume_after_a_kill_gives_the_uninterrupted_metrics(tmp_path):
     run_in_fresh_process(tmp_path / "killed", *args, "--resume")
     assert scores(killed.read_metrics()) == expected
     assert killed.read_summary()["status"] == "completed"
+
+
+def test_checkpoints_with_the_old_vit_names_resume_to_the_uninterrupted_metrics(tmp_path):
+    """A run whose checkpoints hold the ViT's keys from before its blocks were ``layers`` and its head ``norm`` +
+    ``classifier`` resumes from them (model, optimizer state) with the numbers of a run never stopped."""
+    assert cli(tmp_path / "straight", "train", "vit-2", "--epochs", "2", *TINY_VIT) == 0
+    assert cli(tmp_path / "old", "train", "vit-2", "--epochs", "1", *TINY_VIT) == 0
+    run = RunDir(tmp_path / "old" / "vit-2")
+    checkpoints = sorted(run.path.glob("*.pt"))
+    assert run.last_checkpoint in checkpoints and run.best_checkpoint in checkpoints
+    for path in checkpoints:
+        checkpoint = torch.load(path, weights_only=True)
+        checkpoint["model"] = with_old_vit_names(checkpoint["model"])
+        assert "transformer.0.attn.qkv.weight" in checkpoint["model"] and "mlp_head.1.weight" in checkpoint["model"]
+        torch.save(checkpoint, path)
+    assert cli(tmp_path / "old", "train", "vit-2", "--epochs", "2", "--resume", *TINY_VIT) == 0
+    straight = RunDir(tmp_path / "straight" / "vit-2")
+    assert scores(run.read_metrics()) == scores(straight.read_metrics())
+    summary, expected = run.read_summary(), straight.read_summary()
+    assert summary["status"] == "completed" and len(run.read_config()["attempts"]) == 2
+    assert (summary["test_final"], summary["test_best"]) == (expected["test_final"], expected["test_best"])
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from replab.models.precision import upcast
+
 # -----------------------------------------------------------------------------
 # shared pieces
 
@@ -66,8 +68,9 @@ class CNN(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
     def loss(self, preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of logits (B, num_classes) against integer labels (B,)."""
-        return F.cross_entropy(preds.float(), labels)  # float32 loss under bf16/fp16 autocast
+        """Mean cross-entropy of logits (B, num_classes) against integer labels (B,) -> scalar, in float32 under
+        bf16/fp16 autocast, float64 for float64 logits."""
+        return F.cross_entropy(upcast(preds), labels)
 
 
 # -----------------------------------------------------------------------------

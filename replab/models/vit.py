@@ -7,6 +7,11 @@ shortcut, ``attention="sdpa"``, is an explicit opt-in that is tested numerically
 
 Shapes: B batch, T sequence length (1 + number of patches), E = num_heads * head_size embedding size,
 H heads, D head size, C channels, p patch size, N patches.
+
+Precision: each block computes its reductions (LayerNorm statistics, the attention softmax, the loss) in
+``torch.promote_types(input dtype, float32)`` (``replab.models.precision``): float32 for bf16, fp16 and float32
+inputs, float64 for float64 ones; the blocks' outputs keep the input's dtype, the loss is in the compute dtype.
+A float64 model is float64 end to end.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from replab.models.precision import compute_dtype, upcast
+
 ATTENTION_IMPLEMENTATIONS = ("primitive", "sdpa")
 
 
@@ -25,7 +32,8 @@ class LayerNorm(nn.Module):
     """Layer normalisation over the last dimension, with the biased variance (as in Ba et al., 2016).
 
     ``layernorm(x) = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias``, where ``Var`` divides by n, not n - 1.
-    Statistics are computed in float32 even for low-precision inputs; the output has the input's dtype.
+    Statistics are computed in float32 for bf16/fp16/float32 inputs and in float64 for float64 ones; the output
+    has the input's dtype.
     """
 
     def __init__(self, hidden_size: int, eps: float = 1e-5):
@@ -49,8 +57,9 @@ class _LayerNormFunction(torch.autograd.Function):
     """Layer normalisation with a hand-written backward, from reductions and element-wise products only.
 
     Forward: ``mean`` of each row, ``r = 1 / sqrt(|x - mean|^2 / n + eps)`` (the biased variance),
-    ``x_hat = (x - mean) r``, ``y = x_hat * weight + bias`` (statistics and ``x_hat`` in float32, ``y`` in the
-    input's dtype). Backward, with ``dy`` the incoming gradient and ``n`` the width:
+    ``x_hat = (x - mean) r``, ``y = x_hat * weight + bias`` (statistics and ``x_hat`` in the compute dtype:
+    float32, or float64 for float64 inputs; ``y`` in the input's dtype). Backward, in the same compute dtype, with
+    ``dy`` the incoming gradient and ``n`` the width:
     ``dx = r (dy * weight - mean(dy * weight) - x_hat mean(dy * weight * x_hat))``, ``dweight = sum(dy x_hat)``,
     ``dbias = sum(dy)`` over every row; the two row means are matrix-vector products with ``weight``
     (``(dy x_hat) @ weight / n`` and ``dy @ weight / n``). Autograd through the same formula would keep twice as
@@ -61,12 +70,12 @@ class _LayerNormFunction(torch.autograd.Function):
     def forward(ctx, inputs, weight, bias, eps):
         width = inputs.shape[-1]
         with torch.autocast(inputs.device.type, enabled=False):
-            x = inputs.reshape(-1, width).float()
+            x = upcast(inputs.reshape(-1, width))
             centered = x - x.mean(dim=-1, keepdim=True)
             rstd = torch.linalg.vector_norm(centered, 2, dim=-1, keepdim=True).square_().div_(width).add_(eps)
             rstd = rstd.rsqrt_()
             x_hat = centered.mul_(rstd)
-            output = torch.addcmul(bias.float(), x_hat, weight.float()).to(inputs.dtype)
+            output = torch.addcmul(bias.to(x.dtype), x_hat, weight.to(x.dtype)).to(inputs.dtype)
         ctx.save_for_backward(x_hat, rstd, weight)
         ctx.input_dtype = inputs.dtype
         return output.view(inputs.shape)
@@ -77,8 +86,8 @@ class _LayerNormFunction(torch.autograd.Function):
         x_hat, rstd, weight = ctx.saved_tensors
         width = x_hat.shape[-1]
         with torch.autocast(grad_output.device.type, enabled=False):
-            grad = grad_output.reshape(-1, width).float()
-            w = weight.float()
+            grad = grad_output.reshape(-1, width).to(x_hat.dtype)
+            w = weight.to(x_hat.dtype)
             product = grad * x_hat
             grad_weight = product.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
             grad_bias = grad.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
@@ -120,10 +129,11 @@ class MultiHeadedAttention(nn.Module):
     def get_attention_weights(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Softmax of the scaled scores over the key axis.
 
-        queries, keys: (B, H, T, D) -> attention weights (B, H, T, T), each row summing to 1.
+        queries, keys: (B, H, T, D) -> attention weights (B, H, T, T) in the queries' dtype, each row summing to 1.
+        The softmax runs in float32 (float64 for float64 inputs) in one pass.
         """
         scores = torch.matmul(queries * (1.0 / math.sqrt(queries.shape[-1])), keys.transpose(-2, -1))
-        return torch.softmax(scores, dim=-1, dtype=torch.float32).to(queries.dtype)  # float32 inside, one pass
+        return torch.softmax(scores, dim=-1, dtype=compute_dtype(scores.dtype)).to(queries.dtype)
 
     def apply_attention(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """The heads ``h_i = A_i v_i``, concatenated.
@@ -228,10 +238,17 @@ class ViTConfig:
     attention: str = field(default="primitive", metadata={**NOT_AN_OPTION, "choices": ATTENTION_IMPLEMENTATIONS})
 
 
-class VisionTransformer(nn.Module):
-    """ViT classifier: patches -> linear embedding -> [CLS] + positions -> blocks -> head on [CLS].
+# Checkpoints written before the blocks and the head had the specification's names: old key prefix -> new.
+_OLD_KEY_PREFIXES = {"transformer.": "layers.", "mlp_head.0.": "norm.", "mlp_head.1.": "classifier."}
 
-    Parameters with the defaults: 1,086,730 / 2,140,938 / 3,195,146 for 2 / 4 / 6 layers.
+
+class VisionTransformer(nn.Module):
+    """ViT classifier: patches -> linear embedding -> [CLS] + positions -> blocks -> norm -> head on [CLS].
+
+    Submodules, in the specification's names: ``input_layer`` (patch embedding, C p^2 -> E), ``layers`` (an
+    ``nn.ModuleList`` of the attention blocks), ``norm`` (the final ``LayerNorm`` of the [CLS] token) and
+    ``classifier`` (``nn.Linear``, E -> num_classes); parameters ``cls_token`` (1, 1, E) and ``pos_embedding``
+    (1, 1 + N, E). Parameters with the defaults: 1,086,730 / 2,140,938 / 3,195,146 for 2 / 4 / 6 layers.
     """
 
     def __init__(
@@ -261,13 +278,12 @@ class VisionTransformer(nn.Module):
         self.num_patches = num_patches
         sequence_length = num_patches + 1
         self.input_layer = nn.Linear(num_channels * patch_size**2, embed_dim)
-        self.transformer = nn.Sequential(
-            *(
-                BLOCKS[block](embed_dim, hidden_dim, num_heads, sequence_length, dropout, attention)
-                for _ in range(num_layers)
-            )
+        self.layers = nn.ModuleList(
+            BLOCKS[block](embed_dim, hidden_dim, num_heads, sequence_length, dropout, attention)
+            for _ in range(num_layers)
         )
-        self.mlp_head = nn.Sequential(LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
+        self.norm = LayerNorm(embed_dim)
+        self.classifier = nn.Linear(embed_dim, num_classes)
         self.dropout = nn.Dropout(dropout)
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))
         self.pos_embedding = nn.Parameter(torch.randn(1, 1 + num_patches, embed_dim))
@@ -276,6 +292,15 @@ class VisionTransformer(nn.Module):
     def from_config(cls, config: ViTConfig, attention: str | None = None) -> VisionTransformer:
         """The model of ``config``; ``attention`` (a run setting), if given, replaces the config's."""
         return cls(**{**asdict(config), **({"attention": attention} if attention else {})})
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints written before the renaming (blocks ``transformer.N``, head ``mlp_head.0``/``mlp_head.1``)
+        load as ``layers.N``, ``norm`` and ``classifier``; the parameters' order, hence the optimizer's state, is
+        the same in both."""
+        for old, new in _OLD_KEY_PREFIXES.items():
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def get_patches(self, image: torch.Tensor, patch_size: int, flatten_channels: bool = True) -> torch.Tensor:
         """Cut images into non-overlapping square patches, in row-major order over the image.
@@ -306,9 +331,11 @@ class VisionTransformer(nn.Module):
         tokens = self.input_layer(patches)
         tokens = torch.cat([self.cls_token.expand(batch_size, -1, -1).to(tokens.dtype), tokens], dim=1)
         tokens = self.dropout(tokens + self.pos_embedding[:, : num_patches + 1])
-        tokens = self.transformer(tokens)
-        return self.mlp_head(tokens[:, 0])
+        for layer in self.layers:
+            tokens = layer(tokens)
+        return self.classifier(self.norm(tokens[:, 0]))
 
     def loss(self, preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy. preds: logits (B, num_classes); labels: int64 (B,) -> scalar."""
-        return F.cross_entropy(preds.float(), labels)
+        """Mean cross-entropy. preds: logits (B, num_classes); labels: int64 (B,) -> scalar, in float32 (float64 for
+        float64 logits)."""
+        return F.cross_entropy(upcast(preds), labels)

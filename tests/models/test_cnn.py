@@ -138,6 +138,22 @@ def test_loss_is_mean_cross_entropy(models, name):
     torch.testing.assert_close(models[name].loss(preds, labels), F.cross_entropy(preds, labels))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_loss_computes_in_float64_for_float64_logits_and_float32_below(models, dtype):
+    preds, labels = torch.randn(5, 10, dtype=torch.float64).to(dtype), torch.randint(0, 10, (5,))
+    loss = models["resnet"].loss(preds, labels)
+    want = F.cross_entropy(preds.to(torch.promote_types(dtype, torch.float32)), labels)
+    assert loss.dtype == want.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    torch.testing.assert_close(loss, want, atol=0, rtol=0)
+
+
+def test_float64_model_gives_float64_logits_and_loss():
+    model = build_cnn("resnetpreact").double().eval()
+    x, y = torch.randn(2, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (2,))
+    logits = model(x)
+    assert logits.dtype == model.loss(logits, y).dtype == torch.float64
+
+
 def test_build_cnn_unknown_name_lists_the_choices():
     with pytest.raises(ValueError, match="unknown CNN 'vgg'") as info:
         build_cnn("vgg")

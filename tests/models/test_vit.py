@@ -14,7 +14,7 @@ from replab.models.vit import (
     PreNormAttentionBlock,
     VisionTransformer,
 )
-from tests.conftest import forbidden_builtins
+from tests.conftest import forbidden_builtins, with_old_vit_names
 
 SHAPES = [(2, 5, 8), (3, 65, 256), (1, 1, 16), (4, 7, 3, 12)]
 
@@ -64,7 +64,7 @@ def test_layernorm_rejects_wrong_width():
 
 def _attention_reference(ours: MultiHeadedAttention) -> nn.MultiheadAttention:
     embed = ours.head_size * ours.num_heads
-    ref = nn.MultiheadAttention(embed, ours.num_heads, batch_first=True)
+    ref = nn.MultiheadAttention(embed, ours.num_heads, batch_first=True, dtype=ours.qkv.weight.dtype)
     with torch.no_grad():
         ref.in_proj_weight.copy_(ours.qkv.weight)
         ref.in_proj_bias.copy_(ours.qkv.bias)
@@ -137,8 +137,8 @@ def test_sdpa_option_equals_primitive_path():
 class _RefPreNorm(nn.Module):
     def __init__(self, ours):
         super().__init__()
-        e = ours.layer_norm_1.hidden_size
-        self.ln1, self.ln2 = nn.LayerNorm(e), nn.LayerNorm(e)
+        e, dtype = ours.layer_norm_1.hidden_size, ours.layer_norm_1.weight.dtype
+        self.ln1, self.ln2 = nn.LayerNorm(e, dtype=dtype), nn.LayerNorm(e, dtype=dtype)
         self.attn = _attention_reference(ours.attn)
         self.linear = ours.linear
         for ref, src in [(self.ln1, ours.layer_norm_1), (self.ln2, ours.layer_norm_2)]:
@@ -197,9 +197,9 @@ class _RefViT(nn.Module):
         super().__init__()
         self.ours = ours
         ref_cls = _RefPreNorm if ours.config.block == "prenorm" else _RefPostNorm
-        self.blocks = nn.Sequential(*(ref_cls(block) for block in ours.transformer))
-        self.head_norm = nn.LayerNorm(ours.config.embed_dim)
-        self.head_norm.load_state_dict(ours.mlp_head[0].state_dict())
+        self.blocks = nn.Sequential(*(ref_cls(block) for block in ours.layers))
+        self.head_norm = nn.LayerNorm(ours.config.embed_dim, dtype=ours.norm.weight.dtype)
+        self.head_norm.load_state_dict(ours.norm.state_dict())
 
     def forward(self, x):
         o = self.ours
@@ -207,7 +207,7 @@ class _RefViT(nn.Module):
         tokens = o.input_layer(patches)
         tokens = torch.cat([o.cls_token.expand(x.shape[0], -1, -1), tokens], 1) + o.pos_embedding
         out = self.blocks(tokens)[:, 0]
-        return o.mlp_head[1](self.head_norm(out))
+        return o.classifier(self.head_norm(out))
 
 
 @pytest.mark.parametrize("block", ["prenorm", "postnorm"])
@@ -228,9 +228,10 @@ def test_vision_transformer_parameter_counts(layers, count):
 
 def test_vision_transformer_structure_and_loss():
     model = VisionTransformer(num_layers=2, block="postnorm")
-    assert isinstance(model.transformer, nn.Sequential)
-    assert all(isinstance(b, PostNormAttentionBlock) for b in model.transformer)
-    assert isinstance(model.mlp_head[0], LayerNorm) and isinstance(model.mlp_head[1], nn.Linear)
+    assert isinstance(model.layers, nn.ModuleList) and len(model.layers) == 2  # the specification's names
+    assert all(isinstance(b, PostNormAttentionBlock) for b in model.layers)
+    assert isinstance(model.classifier, nn.Linear) and model.classifier.weight.shape == (10, 256)
+    assert isinstance(model.norm, LayerNorm) and model.norm.hidden_size == 256
     assert model.pos_embedding.shape == (1, 65, 256) and model.cls_token.shape == (1, 1, 256)
     preds, labels = torch.randn(5, 10), torch.randint(0, 10, (5,))
     torch.testing.assert_close(model.loss(preds, labels), F.cross_entropy(preds, labels))
@@ -307,7 +308,7 @@ def test_layernorm_only_computes_the_gradients_asked_for():
 def _reference_parameter(reference: "_RefViT", name: str) -> torch.Tensor:
     """The parameter of the built-in reference that plays the role of replab's parameter ``name``."""
     parts = name.split(".")
-    if parts[0] == "transformer":
+    if parts[0] == "layers":
         block = reference.blocks[int(parts[1])]
         module, leaf = ".".join(parts[2:-1]), parts[-1]
         mapped = {"layer_norm_1": block.ln1, "layer_norm_2": block.ln2, "attn.out": block.attn.out_proj}
@@ -315,7 +316,7 @@ def _reference_parameter(reference: "_RefViT", name: str) -> torch.Tensor:
             return getattr(block.attn, f"in_proj_{leaf}")
         if module in mapped:
             return getattr(mapped[module], leaf)
-    if name.startswith("mlp_head.0."):
+    if name.startswith("norm."):
         return getattr(reference.head_norm, parts[-1])
     return dict(reference.ours.named_parameters())[name]  # shared with the reference
 
@@ -355,3 +356,177 @@ def test_attention_weights_in_bf16_are_the_float32_softmax_rounded():
     want = torch.autograd.grad(expected, [q, k], g)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a.float(), b.float(), atol=2e-2, rtol=2e-2)
+
+
+# -- checkpoints written before the blocks were ``layers`` and the head ``norm`` + ``classifier`` ----------------
+
+# A 1-layer ViT's state-dict keys as replab wrote them before the renaming (``self.transformer``, an nn.Sequential
+# of blocks; ``self.mlp_head``, nn.Sequential(LayerNorm, Linear)), in the order they were written.
+OLD_KEYS_ONE_LAYER = [
+    "cls_token", "pos_embedding", "input_layer.weight", "input_layer.bias",
+    "transformer.0.layer_norm_1.weight", "transformer.0.layer_norm_1.bias",
+    "transformer.0.attn.qkv.weight", "transformer.0.attn.qkv.bias", "transformer.0.attn.out.weight",
+    "transformer.0.attn.out.bias", "transformer.0.layer_norm_2.weight", "transformer.0.layer_norm_2.bias",
+    "transformer.0.linear.0.weight", "transformer.0.linear.0.bias", "transformer.0.linear.3.weight",
+    "transformer.0.linear.3.bias",
+    "mlp_head.0.weight", "mlp_head.0.bias", "mlp_head.1.weight", "mlp_head.1.bias",
+]
+
+
+def test_old_state_dict_names_are_the_ones_replab_wrote():
+    model = VisionTransformer(embed_dim=8, hidden_dim=8, num_heads=2, num_layers=1)
+    assert list(with_old_vit_names(model.state_dict())) == OLD_KEYS_ONE_LAYER
+    # the parameters keep the old order, which the optimizer's state (indexed by position) relies on
+    assert [name for name, _ in model.named_parameters()] == list(model.state_dict())
+
+
+@pytest.mark.parametrize("block", ["prenorm", "postnorm"])
+def test_a_state_dict_with_the_old_names_loads_and_gives_identical_outputs(block):
+    torch.manual_seed(4)
+    trained = VisionTransformer(embed_dim=16, hidden_dim=32, num_heads=2, num_layers=3, block=block)
+    old = with_old_vit_names(trained.state_dict())
+    assert {"transformer.2.attn.qkv.weight", "mlp_head.0.weight", "mlp_head.1.bias"} <= set(old)
+    assert not any(k.startswith(("layers.", "norm.", "classifier.")) for k in old)
+    torch.manual_seed(5)
+    fresh = VisionTransformer(embed_dim=16, hidden_dim=32, num_heads=2, num_layers=3, block=block)
+    fresh.load_state_dict(old)  # strict: every key used, none missing
+    assert "transformer.0.attn.qkv.weight" in old  # the caller's dict is left as it was
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(value, trained.state_dict()[name]), name
+    images = torch.randn(3, 3, 32, 32)
+    with forbidden_builtins():
+        assert torch.equal(fresh(images), trained(images))
+    # inside a wrapper (keys with a prefix), as when the ViT is a submodule
+    wrapped = nn.Sequential(VisionTransformer(embed_dim=16, hidden_dim=32, num_heads=2, num_layers=3, block=block))
+    wrapped.load_state_dict({f"0.{k}": v for k, v in old.items()})
+    assert torch.equal(wrapped(images), trained(images))
+
+
+# -- float64 in, float64 out: gradcheck and the built-ins in float64 -------------------------------------------
+
+def _gradcheck(module: nn.Module, *inputs: torch.Tensor) -> None:
+    """``torch.autograd.gradcheck`` of ``module`` in float64, with respect to its inputs and all its parameters,
+    with the forbidden built-ins disabled."""
+    module = module.double()
+    names = [name for name, _ in module.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in module.parameters()]
+    inputs = tuple(x.double().requires_grad_() for x in inputs)
+
+    def call(*tensors):
+        parameters = dict(zip(names, tensors[len(inputs):], strict=True))
+        return torch.func.functional_call(module, parameters, tensors[: len(inputs)])
+
+    with forbidden_builtins():
+        assert torch.autograd.gradcheck(call, (*inputs, *params))
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4)])
+def test_layernorm_gradcheck_in_float64(shape):
+    ln = LayerNorm(shape[-1])
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    _gradcheck(ln, torch.randn(shape) * 2 + 1)
+
+
+@pytest.mark.parametrize("batch,seq,heads,head_size", [(2, 4, 2, 3), (1, 3, 1, 4)])
+def test_attention_gradcheck_in_float64(batch, seq, heads, head_size):
+    _gradcheck(MultiHeadedAttention(head_size, heads, seq), torch.randn(batch, seq, heads * head_size))
+
+
+@pytest.mark.parametrize("block_cls", [PreNormAttentionBlock, PostNormAttentionBlock])
+def test_blocks_gradcheck_in_float64(block_cls):
+    block = block_cls(4, 6, 2, 3)
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    _gradcheck(block, torch.randn(2, 3, 4))
+
+
+F64 = {"atol": 1e-12, "rtol": 1e-10}  # float64 rounding; a float32 step anywhere inside is off by ~1e-7
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layernorm_in_float64_matches_builtin(shape):
+    ln = LayerNorm(shape[-1]).double()
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    x = (torch.randn(shape, dtype=torch.float64) * 3 + 1.5).requires_grad_()
+    with forbidden_builtins():
+        y = ln(x)
+        grads = torch.autograd.grad(y.pow(2).sum(), [x, ln.weight, ln.bias])
+    y_ref = F.layer_norm(x, shape[-1:], ln.weight, ln.bias, eps=1e-5)
+    ref_grads = torch.autograd.grad(y_ref.pow(2).sum(), [x, ln.weight, ln.bias])
+    assert y.dtype == torch.float64 and all(g.dtype == torch.float64 for g in grads)
+    torch.testing.assert_close(y, y_ref, **F64)
+    for grad, expected in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(grad, expected, **F64)
+
+
+@pytest.mark.parametrize("batch,seq,heads,head_size", [(2, 5, 2, 4), (3, 65, 8, 32), (2, 17, 4, 3)])
+def test_attention_in_float64_matches_builtin(batch, seq, heads, head_size):
+    ours = MultiHeadedAttention(head_size, heads, seq).double()
+    ref = _attention_reference(ours)
+    x = torch.randn(batch, seq, heads * head_size, dtype=torch.float64, requires_grad=True)
+    with forbidden_builtins():
+        y = ours(x)
+        q, k, _ = ours.qkv(x).chunk(3, dim=-1)
+        weights = ours.get_attention_weights(ours.split_heads(q), ours.split_heads(k))
+        (grad,) = torch.autograd.grad(y.sum(), x)
+    y_ref, ref_weights = ref(x, x, x, need_weights=True, average_attn_weights=False)
+    (ref_grad,) = torch.autograd.grad(y_ref.sum(), x)
+    assert y.dtype == weights.dtype == torch.float64
+    torch.testing.assert_close(y, y_ref, **F64)
+    torch.testing.assert_close(weights, ref_weights, **F64)
+    torch.testing.assert_close(grad, ref_grad, **F64)
+    fused = MultiHeadedAttention(head_size, heads, seq, attention="sdpa").double()
+    fused.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(fused(x), y, **F64)
+
+
+@pytest.mark.parametrize(
+    "block_cls,ref_cls", [(PreNormAttentionBlock, _RefPreNorm), (PostNormAttentionBlock, _RefPostNorm)]
+)
+def test_blocks_in_float64_match_reference(block_cls, ref_cls):
+    block = block_cls(16, 32, 4, 5).double()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    with forbidden_builtins():
+        y = block(x)
+    assert y.dtype == torch.float64
+    torch.testing.assert_close(y, ref_cls(block)(x), **F64)
+
+
+@pytest.mark.parametrize("block", ["prenorm", "postnorm"])
+def test_vision_transformer_in_float64_matches_reference(block):
+    model = VisionTransformer(embed_dim=32, hidden_dim=64, num_heads=4, num_layers=2, block=block).double()
+    images, labels = torch.randn(3, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (3,))
+    with forbidden_builtins():
+        logits = model(images)
+        loss = model.loss(logits, labels)
+    reference = _RefViT(model)(images)
+    assert logits.dtype == loss.dtype == torch.float64
+    torch.testing.assert_close(logits, reference, **F64)
+    torch.testing.assert_close(loss, F.cross_entropy(reference, labels), **F64)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_inputs_compute_in_float32(dtype):
+    """bf16/fp16 in, the same dtype out, from float32 statistics, softmax and loss (the float32 result rounded)."""
+    ln = LayerNorm(8)
+    x = torch.randn(2, 3, 8).to(dtype)
+    with forbidden_builtins():
+        y = ln(x)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, F.layer_norm(x.float(), (8,)).to(dtype), atol=0, rtol=0)
+    attn = MultiHeadedAttention(4, 2, 5)
+    q, k = torch.randn(2, 2, 5, 4).to(dtype), torch.randn(2, 2, 5, 4).to(dtype)
+    with forbidden_builtins():
+        weights = attn.get_attention_weights(q, k)
+    scores = torch.matmul(q * 0.5, k.transpose(-2, -1))
+    torch.testing.assert_close(weights, torch.softmax(scores.float(), dim=-1).to(dtype), atol=0, rtol=0)
+    preds, labels = torch.randn(4, 10).to(dtype), torch.randint(0, 10, (4,))
+    loss = VisionTransformer(num_layers=1).loss(preds, labels)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, F.cross_entropy(preds.float(), labels), atol=0, rtol=0)
