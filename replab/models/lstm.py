@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from replab.models.precision import compute_dtype, upcast
+
 
 @dataclass(frozen=True)
 class LSTMConfig:
@@ -113,7 +115,7 @@ class LSTM(nn.Module):
         if targets is not None:
             return sequence_nll(self, features, targets, mask)
         logits = self.classifier.output(features)
-        return torch.log_softmax(logits.to(accumulation_dtype(logits.dtype)), dim=-1), hidden_states
+        return torch.log_softmax(upcast(logits), dim=-1), hidden_states
 
     def loss(self, log_probas: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood of the sequences, then mean over the batch.
@@ -125,7 +127,7 @@ class LSTM(nn.Module):
         Returns a scalar.
         """
         nll = -log_probas.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        return masked_sequence_mean(nll.to(accumulation_dtype(nll.dtype)), mask)
+        return masked_sequence_mean(upcast(nll), mask)
 
     def initial_states(self, batch_size: int, device=None):
         """Zero ``(h_0, c_0)``, each (L, B, Hd), on ``device``, in the dtype of the LSTM's weights."""
@@ -151,12 +153,6 @@ class LSTM(nn.Module):
         return cls(vocabulary_size, embedding_size, hidden_size, num_layers, learn_embeddings, _embedding_weight=weight)
 
 
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of softmaxes, losses and their reductions for inputs of ``dtype``: float32 for float32 and the
-    16-bit types, float64 for float64."""
-    return torch.promote_types(dtype, torch.float32)
-
-
 def masked_sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-sequence masked mean, then the mean over sequences that have any unmasked position.
 
@@ -174,7 +170,7 @@ def sequence_mean_weights(mask: torch.Tensor) -> torch.Tensor:
     values, mask)`` for any values. mask: (B, T) -> (B, T) float32 (float64 for a float64 mask); ``mask / T_j / S``
     with ``T_j`` the sequence's unmasked positions and ``S`` the number of sequences that have any (0 where the mask
     is 0)."""
-    mask = mask.to(accumulation_dtype(mask.dtype)) if mask.is_floating_point() else mask.float()
+    mask = mask.to(compute_dtype(mask.dtype)) if mask.is_floating_point() else mask.float()
     counts = mask.sum(dim=1, keepdim=True)
     present = (counts > 0).to(mask.dtype)
     return mask / counts.clamp_min(1.0) * present / present.sum().clamp_min(1.0)
@@ -193,7 +189,7 @@ def sequence_nll(
     the same pass as the loss.
     """
     if mask is None:
-        mask = torch.ones(targets.shape, dtype=accumulation_dtype(features.dtype), device=targets.device)
+        mask = torch.ones(targets.shape, dtype=compute_dtype(features.dtype), device=targets.device)
     weights = sequence_mean_weights(mask)
     loss, nll = fused_linear_weighted_nll(features.flatten(0, 1), model.classifier.output.weight, targets.flatten(),
                                           weights.flatten())
@@ -227,19 +223,19 @@ _UNDERFLOW_NLL = 69.0
 
 def _softmax_chunks(x, w, targets, rows, chunk):
     """The rows of ``x`` (all, or those listed in ``rows``), ``chunk`` at a time, with their softmax over
-    ``x @ w.T`` in the accumulation dtype (float32, float64 for float64 ``x``) and the NLL of their targets
-    ``-log(softmax[target])`` (rows whose target probability is below ~1e-30, where that logarithm loses precision,
-    are recomputed with ``log_softmax``).
+    ``x @ w.T`` in the compute dtype of ``replab.models.precision`` (float32, float64 for float64 ``x``) and the NLL
+    of their targets ``-log(softmax[target])`` (rows whose target probability is below ~1e-30, where that logarithm
+    loses precision, are recomputed with ``log_softmax``).
 
     Yields ``(index, xc, tc, probas, buffer, nll_c)``: ``index`` the chunk's rows (a slice, or indices into
     ``rows``); ``xc`` (m, E), ``tc`` (m, 1) their features and targets; ``probas`` (m, V) their softmax, which the
     caller may overwrite; ``buffer`` (m, V) in ``x``'s dtype, free for the caller (it is ``probas`` itself when
-    ``x`` is in the accumulation dtype on the CPU); ``nll_c`` (m,). The buffers are reused from chunk to chunk:
-    memory holds the logits of one chunk, never the whole (N, V).
+    ``x`` is in the compute dtype, on the CPU); ``nll_c`` (m,). The buffers are reused from chunk to chunk: memory
+    holds the logits of one chunk, never the whole (N, V).
     """
     count = x.shape[0] if rows is None else rows.numel()
     size = min(chunk, count)
-    accumulate = accumulation_dtype(x.dtype)
+    accumulate = compute_dtype(x.dtype)
     logits = x.new_empty(size, w.shape[0])
     # on the CPU the softmax overwrites logits of its own dtype in place (the kernel reads each row before writing
     # it; tested); elsewhere, or from a 16-bit dtype, it writes into its own buffer
@@ -300,19 +296,19 @@ def fused_linear_weighted_nll(
         raise ValueError(f"targets must have shape ({features.shape[0]},), got {tuple(targets.shape)}")
     if row_weights.shape != features.shape[:1]:
         raise ValueError(f"row_weights must have shape ({features.shape[0]},), got {tuple(row_weights.shape)}")
-    compute_dtype = _autocast_dtype(features.device.type) or torch.promote_types(features.dtype, weight.dtype)
+    matmul_dtype = _autocast_dtype(features.device.type) or torch.promote_types(features.dtype, weight.dtype)
     chunk = int(chunk_rows) if chunk_rows else _chunk_rows(weight.shape[0], features.device)
-    row_weights = row_weights.detach().to(accumulation_dtype(compute_dtype))
-    return _FusedLinearWeightedNLL.apply(features, weight, targets, row_weights, compute_dtype, chunk,
+    row_weights = row_weights.detach().to(compute_dtype(matmul_dtype))
+    return _FusedLinearWeightedNLL.apply(features, weight, targets, row_weights, matmul_dtype, chunk,
                                          torch.is_grad_enabled())
 
 
 class _FusedLinearWeightedNLL(torch.autograd.Function):
     """The autograd function behind ``fused_linear_weighted_nll`` (inputs as documented there, already checked;
-    ``row_weights`` in the accumulation dtype)."""
+    ``row_weights`` in the compute dtype (``replab.models.precision``))."""
 
     @staticmethod
-    def forward(ctx, features, weight, targets, row_weights, compute_dtype, chunk, grad_enabled):
+    def forward(ctx, features, weight, targets, row_weights, matmul_dtype, chunk, grad_enabled):
         # ctx.needs_input_grad says True for a parameter that requires grad even under torch.no_grad()
         # (evaluation), where computing its gradient would be wasted work
         need_x, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
@@ -322,9 +318,12 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=accumulate, device=weight.device) if need_w else None
         rows = row_weights.nonzero().squeeze(1)  # the rows that count; None when all do: contiguous chunks
         rows = None if rows.numel() == row_weights.numel() else rows
+        # float16 cannot hold features times row weights (~1/4096 each): its products see the weights divided by
+        # the largest one (so at most 1), and the weight's gradient is multiplied back by it in float32
+        unit = row_weights.max() if matmul_dtype == torch.float16 and row_weights.numel() else None
         with torch.autocast(features.device.type, enabled=False):
-            x = features.detach().to(compute_dtype)
-            w = weight.detach().to(compute_dtype)
+            x = features.detach().to(matmul_dtype)
+            w = weight.detach().to(matmul_dtype)
             for index, xc, tc, probas, buffer, nll_c in _softmax_chunks(x, w, targets, rows, chunk):
                 nll[index] = nll_c
                 if not (need_x or need_w):
@@ -335,11 +334,13 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
                 if need_x:
                     grad_x[index] = torch.mm(gradient, w).to(accumulate).mul_(scale)
                 if need_w:
-                    scaled = (xc * scale).to(compute_dtype)
-                    if compute_dtype == accumulate:
+                    scaled = (xc * (scale if unit is None else scale / unit)).to(matmul_dtype)
+                    if matmul_dtype == accumulate:
                         grad_w.addmm_(gradient.t(), scaled)
                     else:  # no 16-bit product with a float32 output on every device: convert its (V, E) result
                         grad_w += torch.mm(gradient.t(), scaled)
+        if unit is not None and grad_w is not None:
+            grad_w.mul_(unit)
         loss = (nll * row_weights).sum()
         ctx.mark_non_differentiable(nll)
         ctx.dtypes = features.dtype, weight.dtype
