@@ -139,13 +139,22 @@ def _attention(study: Study) -> list[Block]:
     return blocks
 
 
-def _not_yet(study: Study, grid: str) -> Paragraph:
-    """The one line of a question no completed run answers yet."""
-    runs = [r for r in study.grid(grid) if 1 <= r.number <= 6]
-    waiting = [f"{r.id} {r.status_text}" for r in runs if not r.completed]
-    missing = [i for i in study.missing(grid) if int(i.rsplit("-", 1)[-1]) <= 6]
+# The questions answered by findings alone: the grid and configurations each needs, and what it needs of them.
+NEEDS = {
+    (1, 4): ("lstm", range(1, 7), "a completed configuration among 1-6"),
+    (3, 3): ("vit", range(1, 7), "a completed configuration among 1-6"),
+    (3, 4): ("vit", range(1, 5), "two completed configurations among 1-4"),
+    (3, 5): ("vit", (6, 7), "configurations 6 and 7 completed"),
+}
+
+
+def _not_yet(study: Study, question: tuple[int, int]) -> Paragraph:
+    """The one line of a question that no completed run answers yet, naming the runs it waits for."""
+    grid, numbers, need = NEEDS[question]
+    waiting = [f"{r.id} {r.status_text}" for r in study.grid(grid) if r.number in numbers and not r.completed]
+    missing = [i for i in study.missing(grid) if int(i.rsplit("-", 1)[-1]) in numbers]
     waiting += [f"not run: {', '.join(missing)}"] if missing else []
-    return Paragraph(f"Not answerable yet: no {GRID_TITLES[grid]} configuration among 1-6 has completed"
+    return Paragraph(f"Not answerable yet: it needs {need} of the {GRID_TITLES[grid]} grid"
                      + (f" ({'; '.join(waiting)})." if waiting else "."))
 
 
@@ -179,7 +188,7 @@ def _question(study: Study, problem: int, question: int, computed: list[Block], 
     """One question: its tables and figures, its findings, then its written discussion."""
     blocks = [*computed, *_findings_blocks(found)]
     if not blocks:
-        blocks = [_not_yet(study, "lstm" if problem == 1 else "vit")]
+        blocks = [_not_yet(study, (problem, question))]
     if discussion:
         blocks += [Heading("Discussion", 4), *discussion]
     return blocks
