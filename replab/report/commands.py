@@ -7,9 +7,10 @@
     of the LSTM and ViT grids, runs and provenance, overfitting, memory, comparison with the CNNs),
     ``report.md`` and ``report.html`` (self-contained: images embedded, opens offline; ``--link-figures``: it
     links ``figures/*.png`` instead, for a report kept in git: 35 KiB instead of 2.4 MiB for results/report)
-    with numbered captions and a Findings section computed from the runs. Unfinished, diverged and missing runs
-    are shown as such; runs with batch limits or changed hyperparameters are flagged as not being the
-    specification's setting.
+    with numbered captions: a headline, then one section per question of the specification with its tables,
+    figures and findings computed from the runs, and the written discussion of ``--discussion FILE`` (default:
+    ``discussion.md`` beside the runs folder). Unfinished, diverged and missing runs are shown as such; runs with
+    batch limits or changed hyperparameters are flagged as not being at their full setting.
 
 ``replab reproduce [--quick] [--with-cnn] [--out DIR] [--data-dir D] [--device DEV] [--amp MODE] [--dry-run] [--yes]``
     Trains the LSTM grid and the ViT grid (and the four CNN baselines with ``--with-cnn``) into ``DIR/runs``,
@@ -98,12 +99,19 @@ def check_profile(folder: Path, profile: Profile, record_it: bool = True) -> Non
 
 # ------------------------------------------------------------------------------------------------ commands
 def cmd_report(args) -> int:
+    from replab.report.discussion import DiscussionError
     from replab.report.document import write_report
 
     absent = [folder for folder in args.runs if not Path(folder).is_dir()]
     if absent:
         raise UsageError(f"no such runs folder: {', '.join(absent)}")
-    report = write_report(args.runs, args.out, link_figures=args.link_figures, data_dir=args.data_dir)
+    if args.discussion and not Path(args.discussion).is_file():
+        raise UsageError(f"no such discussion file: {args.discussion}")
+    try:
+        report = write_report(args.runs, args.out, link_figures=args.link_figures, data_dir=args.data_dir,
+                              discussion=args.discussion)
+    except DiscussionError as error:
+        raise UsageError(str(error)) from None
     print(f"report: {report.out / 'report.html'} and report.md ({len(report.study.runs)} runs, "
           f"{len(report.figures)} figures, {len(report.tables)} tables, {len(report.findings)} findings)")
     return EXIT_OK
@@ -197,6 +205,8 @@ def add_report_commands(commands: argparse._SubParsersAction) -> None:
                         help="report.html links figures/*.png instead of embedding them (small; keep the folder whole)")
     report.add_argument("--data-dir", help="data folder whose GPT-1 vocabulary (gpt1-bpe/) decodes the LSTM samples "
                         "(default: $REPLAB_DATA, else ./data)")
+    report.add_argument("--discussion", metavar="FILE", help="the written discussion, one '## Problem P QN' heading "
+                        "per question (default: discussion.md beside the runs folder, if there is one)")
     report.set_defaults(handler=cmd_report)
 
     reproduce = commands.add_parser("reproduce", help="train the grids, resuming what finished, then the report")

@@ -1,10 +1,12 @@
 """The report: figures, tables and findings assembled into ``report.md`` and a self-contained ``report.html``.
 
 ``write_report(run_folders, out)`` reads the runs, draws ``out/figures/*.{png,pdf}``, writes
-``out/tables/*.{md,tex}``, numbers every figure and table in reading order, and writes both documents. The HTML
-embeds every image as a base64 PNG data URI and loads nothing else, so it opens offline in any browser; with
-``link_figures`` it points at ``figures/*.png`` instead, as ``report.md`` does (a report kept in git then holds
-each image once, not twice).
+``out/tables/*.{md,tex}``, numbers every figure and table in reading order, and writes both documents. The report
+opens with its headline (``findings.headline``) and a legend, then answers the specification's questions in its
+order (``reference.QUESTIONS``): under each, the computed tables, figures and findings, then the written discussion
+of that question (``replab.report.discussion``). The HTML embeds every image as a base64 PNG data URI and loads
+nothing else, so it opens offline in any browser; with ``link_figures`` it points at ``figures/*.png`` instead, as
+``report.md`` does (a report kept in git then holds each image once, not twice).
 """
 
 from __future__ import annotations
@@ -13,44 +15,41 @@ import base64
 import html
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import replab
+from replab.report.attention import FORMULA, attention_parameters, attention_share, attention_table
+from replab.report.blocks import Bullets, Heading, Paragraph, wrap
+from replab.report.discussion import FILE_NAME, Section, find_discussion, read_discussion
 from replab.report.figures import Figure, grid_overlay, memory_bars, run_curves
-from replab.report.findings import Finding, findings
-from replab.report.reference import GRID_TITLES
-from replab.report.runs import Study, load_study
-from replab.report.tables import Table, cnn_table, memory_table, overfitting_table, results_table, runs_table
+from replab.report.findings import Finding, findings, headline
+from replab.report.reference import GRID_TITLES, PROBLEM_TITLES, QUESTIONS, question_name
+from replab.report.runs import CIFAR_VALID_IMAGES, SAME_COST_MARGIN, Study, load_study
+from replab.report.tables import (
+    Table,
+    cnn_table,
+    epochs_table,
+    memory_table,
+    overfitting_table,
+    results_table,
+    runs_table,
+)
 
-
-@dataclass
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class Paragraph:
-    text: str
-
-
-@dataclass
-class Bullets:
-    items: list[str] = field(default_factory=list)
-
+__all__ = ["Block", "Bullets", "Heading", "Paragraph", "Report", "write_report"]
 
 Block = Heading | Paragraph | Bullets | Figure | Table
 
 
 @dataclass
 class Report:
-    """What was written: the folder, the study it came from, and its numbered blocks."""
+    """What was written: the folder, the study it came from, its numbered blocks and the discussion it included."""
 
     out: Path
     study: Study
     findings: list[Finding]
     blocks: list[Block]
+    discussion: Path | None = None
 
     @property
     def figures(self) -> list[Figure]:
@@ -62,16 +61,43 @@ class Report:
 
 
 # ------------------------------------------------------------------------------------------------ assembly
-def _grid_section(study: Study, grid: str, folder: Path) -> list[Block]:
-    """The results table (LSTM, ViT), the overlay and every run's learning curves of one grid."""
+LEGEND = [
+    "**Status**: completed; incomplete (started, no summary yet: still running, or killed); interrupted, diverged "
+    "or failed (with the reason); damaged (a file of the run cannot be read: which one); missing (not run). An "
+    "unfinished run shows the epochs it completed, e.g. (3/10 epochs).",
+    "**Full setting**: the run used its configuration's settings, with no batch limits: those of the "
+    "specification's runner scripts for the LSTM and the ViT; for the CNN baselines, those of the reference "
+    "training that produced the specification's CNN table (180 epochs, learning rate divided by 10 at epochs 100 "
+    "and 150), which the specification itself does not give. `NO: ...` names each difference, e.g. `epochs 10 "
+    "(reference training 180)`.",
+    "**Device**: where a run trained, as the trainer recorded it; `cpu (AMD EPYC, AVX512)` is the CPU's name and "
+    "the vector instructions PyTorch's kernels use on it, since two CPUs of one name can differ in speed and in the "
+    "last digits of their results. `A, then B`: a run resumed on another device. Times are compared only between "
+    "runs on the same device. **amp**: autocast precision (none: float32). **Commit**: the git commit of the code "
+    "(`-dirty`: with uncommitted changes; a resumed run lists each commit in order).",
+    "**No.**: the experiment number in the specification's runner script; **L**: layers; **SGD+momentum**: SGD "
+    "with momentum 0.9.",
+    "**Scores**: accuracy in %, differences in percentage points (pp); perplexity is the exponential of the mean "
+    "negative log-likelihood per token (lower is better), and the loss that mean, in nats. **Test**: the test "
+    "score of the checkpoint with the best validation score. **Sampling noise**: two standard errors of the "
+    f"difference of two accuracies on {CIFAR_VALID_IMAGES:,} validation images; with one seed per configuration it "
+    "is a lower bound on the run-to-run spread.",
+    "**s/epoch**: the median training seconds of a run's epochs, with its fastest epoch (the one least slowed by "
+    "other work on the machine) in parentheses. One configuration is called costlier than another only when even "
+    f"its fastest epoch took more than {SAME_COST_MARGIN:.0%} longer than the other's median one.",
+    "**Memory**: rss is the resident memory of the training process on a CPU (with the Python runtime, PyTorch and "
+    "the dataset); nvml the process's GPU memory as nvidia-smi shows it; torch_reserved the memory held by "
+    "PyTorch's CUDA allocator.",
+    "**Figures**: training solid, validation dashed; a star marks a run's best validation score; training accuracy "
+    "is averaged over the epoch's augmented batches. **—**: no value.",
+]
+
+
+def _curves(study: Study, grid: str, folder: Path) -> list[Block]:
+    """The overlay and every run's learning curves of one grid."""
     runs = study.grid(grid)
-    if not runs:
-        missing = study.missing(grid)
-        return [Paragraph(f"No {GRID_TITLES[grid]} run was found"
-                          + (f" (missing: {', '.join(missing)})." if missing else "."))]
-    blocks: list[Block] = [results_table(study, grid)] if grid != "cnn" else []
     overlay = grid_overlay(study, grid, folder)
-    blocks += [overlay] if overlay else []
+    blocks: list[Block] = [overlay] if overlay else []
     blocks += [run_curves(run, folder) for run in runs if run.epochs_completed]
     not_started = [r.key for r in runs if not r.epochs_completed]
     if not_started:
@@ -79,7 +105,13 @@ def _grid_section(study: Study, grid: str, folder: Path) -> list[Block]:
     return blocks
 
 
-def _samples_section(study: Study, data_dir: str | Path | None) -> list[Block]:
+def _no_run(study: Study, grid: str) -> Paragraph:
+    missing = study.missing(grid)
+    return Paragraph(f"No {GRID_TITLES[grid]} run was found" + (f" (missing: {', '.join(missing)})." if missing
+                                                                 else "."))
+
+
+def _samples(study: Study, data_dir: str | Path | None) -> list[Block]:
     """A labelled text sample from each LSTM run's best checkpoint (see ``replab.report.samples``), decoded with
     the vocabulary of the data folder ``data_dir``."""
     runs = [run for run in study.grid("lstm") if not run.missing]
@@ -88,56 +120,116 @@ def _samples_section(study: Study, data_dir: str | Path | None) -> list[Block]:
     from replab.report.samples import samples_text
 
     intro, items = samples_text(runs, data_dir)
-    return [Heading("What the LSTMs write (samples)", 3), Paragraph(intro), Bullets(items)]
+    return [Heading("What the LSTMs write (samples)", 4), Paragraph(intro), Bullets(items)]
 
 
-def _findings_section(found: list[Finding]) -> list[Block]:
-    blocks: list[Block] = [Heading("Findings"), Paragraph(
-        "Computed from the runs below; a statement is written only where the runs it needs exist. Accuracy is "
-        "in %, differences in percentage points (pp); one seed per configuration, so the sampling noise quoted "
-        "for accuracies is a lower bound on the true run-to-run spread.")]
-    by_topic: dict[str, list[str]] = {}
-    for finding in found:
-        by_topic.setdefault(finding.topic, []).append(finding.text)
-    for topic, texts in by_topic.items():
-        blocks += [Heading(topic, 3), Bullets(texts)]
+def _attention(study: Study) -> list[Block]:
+    """Problem 2 Q5: the formula, its terms for the specification's ViT, and the attention's share of each ViT."""
+    blocks: list[Block] = [
+        Paragraph(f"With m heads of size d, the module projects the queries, keys and values with three (md × md) "
+                  f"matrices and biases of md, and the concatenated heads with W_O (md × md) and b_O: {FORMULA} "
+                  "learnable parameters, independent of the sequence length. For the specification's ViT (8 heads "
+                  f"of 32, md = 256) that is {attention_parameters(8, 32):,} per attention block."),
+        attention_table(),
+    ]
+    share = attention_share(study)
+    if share:
+        blocks += [Paragraph("The attention's share of the ViTs of the runs (one attention per layer):"),
+                   Bullets(share)]
     return blocks
 
 
-def assemble(study: Study, found: list[Finding], figures: Path, data_dir: str | Path | None = None) -> list[Block]:
+# The questions answered by findings alone: the grid and configurations each needs, and what it needs of them.
+NEEDS = {
+    (1, 4): ("lstm", range(1, 7), "a completed configuration among 1-6"),
+    (3, 3): ("vit", range(1, 7), "a completed configuration among 1-6"),
+    (3, 4): ("vit", range(1, 5), "two completed configurations among 1-4"),
+    (3, 5): ("vit", (6, 7), "configurations 6 and 7 completed"),
+}
+
+
+def _not_yet(study: Study, question: tuple[int, int]) -> Paragraph:
+    """The one line of a question that no completed run answers yet, naming the runs it waits for."""
+    grid, numbers, need = NEEDS[question]
+    waiting = [f"{r.id} {r.status_text}" for r in study.grid(grid) if r.number in numbers and not r.completed]
+    missing = [i for i in study.missing(grid) if int(i.rsplit("-", 1)[-1]) in numbers]
+    waiting += [f"not run: {', '.join(missing)}"] if missing else []
+    return Paragraph(f"Not answerable yet: it needs {need} of the {GRID_TITLES[grid]} grid"
+                     + (f" ({'; '.join(waiting)})." if waiting else "."))
+
+
+def _computed(study: Study, figures: Path, data_dir: str | Path | None) -> dict[tuple[int, int], list[Block]]:
+    """The tables and figures of each question, drawn into ``figures`` on the way (in reading order)."""
+    lstm, vit, cnn = (bool(study.grid(grid)) for grid in ("lstm", "vit", "cnn"))
+    computed: dict[tuple[int, int], list[Block]] = {
+        (1, 3): ([results_table(study, "lstm"), *_curves(study, "lstm", figures), *_samples(study, data_dir)]
+                 if lstm else [_no_run(study, "lstm")]),
+        (1, 4): [],
+        (2, 5): _attention(study),
+        (3, 1): _curves(study, "vit", figures) if vit else [_no_run(study, "vit")],
+        (3, 2): [results_table(study, "vit")] if vit else [_no_run(study, "vit")],
+        (3, 6): [cnn_table(study)] + (_curves(study, "cnn", figures) if cnn else []),
+        (3, 7): [memory_table(study)] + [f for grid in GRID_TITLES if (f := memory_bars(study, grid, figures))],
+        (3, 8): [overfitting_table(study)],
+    }
+    return computed
+
+
+def _findings_blocks(found: list[Finding], level: int = 4) -> list[Block]:
+    """The findings under a heading per topic."""
+    by_topic: dict[str, list[str]] = {}
+    for finding in found:
+        by_topic.setdefault(finding.topic, []).append(finding.text)
+    return [block for topic, texts in by_topic.items() for block in (Heading(topic, level), Bullets(texts))]
+
+
+def _question(study: Study, problem: int, question: int, computed: list[Block], found: list[Finding],
+              discussion: Section | None) -> list[Block]:
+    """One question: its tables and figures, its findings, then its written discussion."""
+    blocks = [*computed, *_findings_blocks(found)]
+    if not blocks:
+        blocks = [_not_yet(study, (problem, question))]
+    if discussion:
+        blocks += [Heading("Discussion", 4), *discussion]
+    return blocks
+
+
+def _generated(study: Study, discussion: Path | None, explicit: bool) -> Paragraph:
+    """Where the report comes from and the command that regenerates it (no date and no resolved path: the same
+    runs give the same report, byte for byte, and no machine's absolute path gets published)."""
+    roots = " ".join(str(r) for r in study.roots)
+    command = f"replab report {roots}" + (f" --discussion {discussion}" if explicit and discussion else "")
+    text = (f"Generated by replab {replab.__version__} from {len(study.runs)} run folder(s) under "
+            f"{', '.join(map(str, study.roots))}")
+    if discussion:
+        return Paragraph(f"{text} and the written discussion in {discussion} (`{command}` regenerates it).")
+    return Paragraph(f"{text} (`{command}` regenerates it). No written discussion was found: write one as "
+                     f"{FILE_NAME} beside the runs folder, with one `## Problem P QN` heading per question.")
+
+
+def assemble(study: Study, found: list[Finding], figures: Path, data_dir: str | Path | None = None,
+             discussion: Path | None = None, explicit_discussion: bool = False) -> list[Block]:
     """Every block of the report, in reading order (figures are drawn into ``figures`` on the way; ``data_dir``:
-    the data folder whose GPT-1 vocabulary decodes the LSTM samples, ``resolve_data_dir``'s default if None)."""
-    roots = ", ".join(str(r) for r in study.roots)
-    blocks: list[Block] = [
-        Heading("Reproduction report", 1),
-        # No date and no resolved path: the same runs give the same report, byte for byte (a published report is
-        # checked against its regeneration), and no machine's absolute path gets published.
-        Paragraph(f"Generated by replab {replab.__version__} from {len(study.runs)} run folder(s) under {roots} "
-                  f"(`replab report {' '.join(str(r) for r in study.roots)}` regenerates it)."),
-        Heading("Runs and provenance"), runs_table(study),
-    ]
+    the data folder whose GPT-1 vocabulary decodes the LSTM samples, ``resolve_data_dir``'s default if None;
+    ``discussion``: the written discussion file, if any)."""
+    written = read_discussion(discussion) if discussion else {}
+    blocks: list[Block] = [Heading("Reproduction report", 1), _generated(study, discussion, explicit_discussion),
+                           Heading("Summary"), Bullets(headline(study)),
+                           Heading("Legend"), Bullets(list(LEGEND)),
+                           Heading("Runs and provenance"), runs_table(study)]
     missing = {grid: study.missing(grid) for grid in GRID_TITLES}
     if any(missing.values()):
         blocks.append(Bullets([f"{GRID_TITLES[g]}: missing from the grid (never run): {', '.join(ids)}"
                                for g, ids in missing.items() if ids]))
-    blocks += _findings_section(found)
-    blocks += [Heading("Problem 1: LSTM language model on Wikitext-2"), Paragraph(
-        "Perplexity is the exponential of the mean per-token negative log-likelihood (lower is better); the loss "
-        "is that mean NLL in nats. Questions 3 and 4: learning curves of every configuration, and the choice for "
-        "wall-clock time and for generalization (Findings).")]
-    blocks += _grid_section(study, "lstm", figures)
-    blocks += _samples_section(study, data_dir)
-    blocks += [Heading("Problem 3: Vision Transformers on CIFAR-10"), Paragraph(
-        "Accuracy on the 45,000 training, 5,000 validation and 10,000 test images (higher is better). Question 1: "
-        "learning curves over epochs and wall-clock time; question 2: the table of results.")]
-    blocks += _grid_section(study, "vit", figures)
-    blocks += [Heading("Comparison with CNNs (Problem 3 Q6)"), cnn_table(study)]
-    if study.grid("cnn"):
-        blocks += [Paragraph("Learning curves of the CNN baselines trained by this project.")]
-        blocks += _grid_section(study, "cnn", figures)
-    blocks += [Heading("Overfitting (Problem 3 Q8)"), overfitting_table(study)]
-    blocks += [Heading("Memory (Problem 3 Q7)"), memory_table(study)]
-    blocks += [f for grid in GRID_TITLES if (f := memory_bars(study, grid, figures))]
+    blocks += _findings_blocks([f for f in found if f.question is None], level=3)
+    computed = _computed(study, figures, data_dir)
+    for problem, title in PROBLEM_TITLES.items():
+        blocks.append(Heading(f"Problem {problem}: {title}"))
+        for p, q, question_title in (entry for entry in QUESTIONS if entry[0] == problem):
+            blocks.append(Heading(f"{question_name(p, q)}: {question_title}", 3))
+            blocks += _question(study, p, q, computed.get((p, q), []), [f for f in found if f.question == (p, q)],
+                                written.get((p, q)))
+    blocks += [Heading("Appendix: epoch times and processes"), epochs_table(study)]
     return blocks
 
 
@@ -149,20 +241,26 @@ def number(blocks: list[Block]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ Markdown
+def caption_markdown(block: Table | Figure) -> str:
+    """``**Table 3.** caption`` (a figure's with its PDF link), wrapped."""
+    link = f" ([PDF](figures/{block.pdf.name}))" if isinstance(block, Figure) else ""
+    return wrap(f"**{block.label}.** {block.caption}{link}")
+
+
 def render_markdown(blocks: list[Block]) -> str:
+    """``report.md``: prose wrapped at ``blocks.WIDTH`` columns (tables are one row a line)."""
     parts = []
     for block in blocks:
         if isinstance(block, Heading):
             parts.append("#" * block.level + " " + block.text)
         elif isinstance(block, Paragraph):
-            parts.append(block.text)
+            parts.append(wrap(block.text))
         elif isinstance(block, Bullets):
-            parts.append("\n".join(f"- {item}" for item in block.items))
+            parts.append("\n".join(wrap(item, "- ", "  ") for item in block.items))
         elif isinstance(block, Table):
-            parts.append(f"**{block.label}.** {block.caption}\n\n{block.markdown()}")
+            parts.append(f"{caption_markdown(block)}\n\n{block.markdown()}")
         elif isinstance(block, Figure):
-            parts.append(f"![{block.label}](figures/{block.png.name})\n\n**{block.label}.** {block.caption} "
-                         f"([PDF](figures/{block.pdf.name}))")
+            parts.append(f"![{block.label}](figures/{block.png.name})\n\n{caption_markdown(block)}")
     return "\n\n".join(parts) + "\n"
 
 
@@ -184,9 +282,17 @@ code { font-size: .9em; }
 """
 
 
+def _emphasis(text: str) -> str:
+    """**bold** and *emphasis* of escaped text."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"(?<![\w*])\*(?![\s*])(.+?)(?<![\s*])\*(?![\w*])", r"<em>\1</em>", text)
+
+
 def _inline(text: str) -> str:
-    """Escape text for HTML, then render `code` spans."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    """Escape text for HTML, then render `code` spans, **bold** and *emphasis* (not inside code)."""
+    parts = re.split(r"(`[^`]+`)", text)
+    return "".join(f"<code>{html.escape(p[1:-1])}</code>" if p.startswith("`") and len(p) > 1 else
+                   _emphasis(html.escape(p)) for p in parts)
 
 
 def _html_table(table: Table) -> str:
@@ -239,22 +345,29 @@ def _clear(folder: Path, patterns: Iterable[str]) -> None:
 
 
 def write_report(run_folders: Iterable[str | Path], out: str | Path, link_figures: bool = False,
-                 data_dir: str | Path | None = None) -> Report:
+                 data_dir: str | Path | None = None, discussion: str | Path | None = None) -> Report:
     """Read every run under ``run_folders`` and write the report into ``out`` (``link_figures``: the HTML links
     ``figures/*.png`` rather than embedding them; ``data_dir``: the data folder of the GPT-1 vocabulary that
-    decodes the LSTM samples)."""
+    decodes the LSTM samples; ``discussion``: the written discussion, by default ``discussion.md`` beside the
+    runs folder if there is one). A discussion the report cannot place raises ``DiscussionError`` before anything
+    is written."""
     out = Path(out)
     study = load_study(run_folders)
+    explicit = discussion is not None
+    discussion = Path(discussion) if explicit else find_discussion(study.roots)
+    if discussion is not None:
+        read_discussion(discussion)  # a bad file fails here, before any file is written
     figures, tables = out / "figures", out / "tables"
     for folder, patterns in ((figures, ("*.png", "*.pdf")), (tables, ("*.md", "*.tex"))):
         folder.mkdir(parents=True, exist_ok=True)
         _clear(folder, patterns)
     found = findings(study)
-    blocks = assemble(study, found, figures, data_dir)
+    blocks = assemble(study, found, figures, data_dir, discussion, explicit and discussion != find_discussion(
+        study.roots))
     number(blocks)
     for table in (b for b in blocks if isinstance(b, Table)):
-        (tables / f"{table.key}.md").write_text(f"**{table.label}.** {table.caption}\n\n{table.markdown()}\n")
+        (tables / f"{table.key}.md").write_text(f"{caption_markdown(table)}\n\n{table.markdown()}\n")
         (tables / f"{table.key}.tex").write_text(table.latex())
     (out / "report.md").write_text(render_markdown(blocks))
     (out / "report.html").write_text(render_html(blocks, link_figures))
-    return Report(out, study, found, blocks)
+    return Report(out, study, found, blocks, discussion)

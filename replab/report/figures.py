@@ -173,8 +173,7 @@ def run_curves(run: RunView, folder: Path) -> Figure:
         _train_val(bottom, run, epochs, "loss", metric)
         _epoch_axis(bottom, epochs)
         _y_axis(bottom, "loss (mean NLL per token, nats)")
-        what = ("Training (solid) and validation (dashed) perplexity (top, log scale) and loss (bottom: mean "
-                "negative log-likelihood per token, nats) over epochs")
+        what = "perplexity (top, log scale) and loss in nats (bottom) over epochs"
     else:
         divisor, unit = time_axis(run.series("wall_seconds"))
         wall = [s / divisor for s in run.series("wall_seconds")]
@@ -182,12 +181,12 @@ def run_curves(run: RunView, folder: Path) -> Figure:
         _mark_best(bottom, run, wall, metric)
         _time_axis(bottom, wall, unit)
         _y_axis(bottom, metric_title(metric))
-        what = ("Training (solid) and validation (dashed) accuracy over epochs (top) and over wall-clock time "
-                "since the start of training, evaluation included (bottom); training accuracy is averaged over "
-                "the epoch's augmented batches")
-    caption = (f"{run.description}, {run.hyperparameters}. {what}. {best_text}. Status: {run.status_text}"
-               f"{'; a cross marks the last finite point before divergence' if run.status == 'diverged' else ''}. "
-               f"Provenance: {run.provenance}.")
+        what = "accuracy over epochs (top) and over wall-clock time, evaluation included (bottom)"
+    notes = [best_text, run.status_text]
+    notes += ["a cross marks the last finite point before divergence"] if run.status == "diverged" else []
+    notes += [run.not_full_text] if not run.full_spec else []
+    caption = (f"{run.description}, {run.hyperparameters}: training (solid) and validation (dashed) {what}. "
+               + "; ".join(notes) + ".")
     return _save(fig, folder, f"{run.key}-curves", caption)
 
 
@@ -221,11 +220,11 @@ def grid_overlay(study: Study, grid: str, folder: Path) -> Figure | None:
     fig.legend(loc="outside lower center", ncol=2, title="Model" if cnn else "No. optimizer layers")
     missing = study.missing(grid)
     caption = (f"{GRID_TITLES[grid]}: validation {metric} of every configuration over epochs (top) and over "
-               f"wall-clock time (bottom){', log scale (lower is better)' if log else ' (higher is better)'}. "
+               f"wall-clock time (bottom){'; log scale, lower is better' if log else '; higher is better'}. "
                + ("Legend: the network" if cnn else "Legend: experiment number, optimizer, number of layers (L)")
                + f"{'; dashed: PostNorm' if grid == 'vit' else ''}; a star marks each run's best validation score"
-               f"{', a cross the last point of a diverged run' if any(r.status == 'diverged' for r in runs) else ''}."
-               + (f" Not run (missing from the grid): {', '.join(missing)}." if missing else ""))
+               f"{', a cross the last point of a diverged run' if any(r.status == 'diverged' for r in runs) else ''}"
+               + (f"; not run (missing from the grid): {', '.join(missing)}" if missing else "") + ".")
     return _save(fig, folder, f"{grid}-overlay", caption)
 
 
@@ -251,9 +250,9 @@ def memory_bars(study: Study, grid: str, folder: Path) -> Figure | None:
     devices = sorted({r.device for r in runs})
     ax.set_xlabel(f"memory (MiB; {', '.join(sources)})")
     fig.suptitle(f"{GRID_TITLES[grid]}: memory per configuration", fontsize=STYLE["axes.titlesize"])
-    caption = (f"{GRID_TITLES[grid]}: memory per configuration, in MiB: mean of the steady-state samples (after "
-               f"warm-up; bar, value inside) and peak (red tick). Measured as {', '.join(sources)} on "
-               f"{', '.join(devices)} (rss: resident memory of the training process, which also holds the "
-               "Python runtime and the dataset; nvml: device memory of the process as nvidia-smi shows it). "
-               "Labels: experiment number, optimizer, number of layers (L).")
+    caption = (f"{GRID_TITLES[grid]}: memory of each configuration in MiB, the mean of the steady-state samples "
+               f"after warm-up (bar, value inside) and the peak (red tick). Measured as {', '.join(sources)} on "
+               f"{', '.join(devices)} (rss: resident memory of the training process, with the Python runtime and the "
+               "dataset; nvml: the process's device memory as nvidia-smi shows it); labels: "
+               + ("the network." if grid == "cnn" else "experiment number, optimizer, number of layers (L)."))
     return _save(fig, folder, f"{grid}-memory", caption)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from replab.experiments import BLOCKS, EXPERIMENTS, GRIDS, OPTIMIZERS
 from replab.models import MODELS, ModelSpec
-from replab.report.reference import display
+from replab.report.reference import SETTING_SOURCES, display
 from replab.runlog import RunRecord, better, find_runs, memory_summary
 from replab.tasks import TASKS
 
@@ -405,13 +405,15 @@ class RunView:
 
     @property
     def deviations(self) -> list[str]:
-        """Hyperparameters that differ from the registry's (the specification's) configuration of this id, and an
-        LSTM that learned its embeddings (the specification's are GPT-1's, frozen: no embeddings file was given)."""
+        """Hyperparameters that differ from the registry's configuration of this id (the specification's; for the
+        CNNs the reference training's, ``SETTING_SOURCES``), and an LSTM that learned its embeddings (the
+        specification's are GPT-1's, frozen: no embeddings file was given)."""
         spec = EXPERIMENTS.get(self.id)
         if spec is None:
             return ["not an experiment of the specification"]
         expected = json.loads(json.dumps(spec.resolved().to_dict()))
-        found = [f"{key} {self.experiment.get(key)} (spec {value})" for key, value in expected.items()
+        source = SETTING_SOURCES.get(self.task, "spec")
+        found = [f"{key} {self.experiment.get(key)} ({source} {value})" for key, value in expected.items()
                  if self.experiment.get(key) != value]
         embeddings = str(self.record.config.get("task", {}).get("embeddings") or "")
         if embeddings.startswith("learned"):
@@ -420,7 +422,8 @@ class RunView:
 
     @property
     def full_spec(self) -> bool:
-        """Trained with the specification's settings: no batch limits, no changed hyperparameter."""
+        """Trained with its full setting (the specification's; the CNNs: the reference training's): no batch limits,
+        no changed hyperparameter."""
         return not self.limits and not self.deviations
 
     @property
@@ -429,8 +432,13 @@ class RunView:
         amp = self.settings.get("amp", "none")
         line = f"device {self.device}, amp {amp}, commit {self.commit}"
         if self.full_spec:
-            return line + ", full specification setting"
-        return line + "; NOT the full specification setting: " + "; ".join(self.limits + self.deviations)
+            return line + ", full setting"
+        return line + "; " + self.not_full_text
+
+    @property
+    def not_full_text(self) -> str:
+        """``NOT at its full setting: epochs 10 (reference training 180)``, or empty for a run at its full setting."""
+        return "" if self.full_spec else "NOT at its full setting: " + "; ".join(self.limits + self.deviations)
 
 
 # ------------------------------------------------------------------------------------------------ the study

@@ -1,10 +1,12 @@
 """The published results: ``results/report`` is what ``replab report results/runs --link-figures`` makes of
-``results/runs`` now, the report is byte-stable for the same runs, nothing published carries a machine's absolute
-path, and the README's Results tables quote the published runs' numbers."""
+``results/runs`` and ``results/discussion.md`` now, it answers every question of the specification in order with
+its discussion, the report is byte-stable for the same runs, nothing published carries a machine's absolute path,
+and the README's Results tables quote the published runs' numbers."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,11 +14,14 @@ from pathlib import Path
 import pytest
 
 from replab.cli import main
-from replab.report.runs import RunView, load_study
+from replab.report.blocks import WIDTH
+from replab.report.reference import CNN_REFERENCE, QUESTIONS, question_name
+from replab.report.runs import RunView, fmt_count, load_study
 from tests.report.fakes import write_study
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS, REPORT = Path("results/runs"), Path("results/report")  # relative to the repository, as the README gives them
+DISCUSSION = Path("results/discussion.md")  # found beside results/runs
 REGENERATE = "replab report results/runs --out results/report --link-figures"  # figures stored once in git
 
 
@@ -40,7 +45,7 @@ def _published_files() -> list[Path]:
 def test_published_report_is_what_the_published_runs_give_now(tmp_path, monkeypatch):
     if not (REPO / REPORT / "report.md").exists():
         pytest.skip(f"{REPORT} is not published in this checkout yet (publish the runs, then `{REGENERATE}`)")
-    for name in _published_files():  # only the published files: a local best.pt would add an LSTM sample
+    for name in [*_published_files(), DISCUSSION]:  # only the published files: a local best.pt would add a sample
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
@@ -48,6 +53,26 @@ def test_published_report_is_what_the_published_runs_give_now(tmp_path, monkeypa
     assert _markdown(Path("regenerated")) == _markdown(REPO / REPORT), f"{REPORT} is out of date: run `{REGENERATE}`"
     published_html = (REPO / REPORT / "report.html").read_text()
     assert Path("regenerated/report.html").read_text() == published_html, f"run `{REGENERATE}`"
+
+
+def test_published_report_answers_every_question_in_order_with_its_discussion():
+    """One section per question the specification asks the report to answer (Problem 1 Q3-Q4, Problem 2 Q5,
+    Problem 3 Q1-Q8), in its order, each ending with the written discussion; prose wrapped at 120 columns."""
+    report = REPO / REPORT / "report.md"
+    if not report.exists():
+        pytest.skip(f"{REPORT} is not published in this checkout yet")
+    markdown = report.read_text()
+    names = [question_name(p, q) for p, q, _ in QUESTIONS]
+    assert names == ["Problem 1 Q3", "Problem 1 Q4", "Problem 2 Q5"] + [f"Problem 3 Q{n}" for n in range(1, 9)]
+    sections = re.split(r"\n### (?=Problem )", markdown)[1:]
+    assert [s.split(":", 1)[0] for s in sections] == names
+    for name, section in zip(names, sections, strict=True):
+        section = section.split("\n## ", 1)[0]  # up to the next problem, or the appendix
+        assert "\n#### Discussion\n" in section, f"{name}: no written discussion"
+        assert len(section.split("\n#### Discussion\n", 1)[1].strip()) > 200, f"{name}: an empty discussion"
+    assert markdown.index("## Summary") < markdown.index("**Table 1.**")  # the headline opens the report
+    prose = [line for line in markdown.splitlines() if not line.startswith("|")]
+    assert max(map(len, prose)) <= WIDTH, max(prose, key=len)
 
 
 def test_published_runs_carry_no_absolute_path():
@@ -98,11 +123,10 @@ def _score(run: RunView, value: float | None) -> str:
     return f"{100 * value:.2f} %" if run.metric == "accuracy" else f"{value:.2f}"
 
 
-def _quotes(row: dict[str, str], column: str, expected: str, where: str, whole: bool = True) -> None:
-    """The cell of the column whose header starts with ``column`` is ``expected`` (or starts with it)."""
+def _quotes(row: dict[str, str], column: str, expected: str, where: str) -> None:
+    """The cell of the column whose header starts with ``column`` is ``expected``."""
     (cell,) = [v.replace("**", "") for k, v in row.items() if k.startswith(column)]
-    assert cell == expected or (not whole and cell.startswith(expected)), \
-        f"{where}, {column}: the README says {cell!r}, the published run gives {expected!r}"
+    assert cell == expected, f"{where}, {column}: the README says {cell!r}, the published run gives {expected!r}"
 
 
 def test_readme_results_quote_the_published_runs():
@@ -116,7 +140,9 @@ def test_readme_results_quote_the_published_runs():
         _quotes(row, "Run", run.id + status, where)
         _quotes(row, "Best val", f"{_score(run, run.best_val)} ({run.best_epoch})", where)
         _quotes(row, "Test", _score(run, run.test()), where)
-        _quotes(row, "s/epoch", f"{run.median_epoch_seconds:.0f} ({run.fastest_epoch_seconds:.0f})", where, whole=False)
-        memory = run.memory
-        _quotes(row, "Memory", f"{memory['steady_mean_mb']:,.0f} / {memory['peak_mb']:,.0f} MiB", where)
-        _quotes(row, "Commit", run.commit, where)
+        _quotes(row, "Parameters", fmt_count(run.parameters), where)
+        _quotes(row, "Fastest s/epoch", f"{run.fastest_epoch_seconds:.0f}", where)
+        _quotes(row, "Memory", f"{run.memory['steady_mean_mb']:,.0f}", where)
+        reference = CNN_REFERENCE.get(run.experiment.get(run.spec.variant)) if run.task == "cnn" else None
+        if reference is not None:  # the specification's test accuracy of the same network
+            _quotes(row, "Reference", f"{reference[2]:.2f} %", where)

@@ -90,7 +90,7 @@ def test_latex_is_booktabs_and_escaped(study):
 def test_cnn_table_puts_our_runs_beside_the_reference_numbers(tmp_path, study):
     table = cnn_table(study)
     rows = table.rows
-    assert table.columns[2:4] == ["Spec. test acc. (%)", "Our test acc. (%)"]  # the comparable numbers, side by side
+    assert table.columns[2:4] == ["Ref. test acc. (%)", "Our test acc. (%)"]  # the comparable numbers, side by side
     for label, val, test, params in CNN_REFERENCE.values():
         assert [label, f"{params:,}", f"{test:.2f}", "—", f"{val:.2f}", "—", "not run"] in rows
     assert rows[-1][5] == "72.00" and rows[-1][-1].startswith("best ViT, vit-7: completed")
@@ -102,10 +102,11 @@ def test_cnn_table_puts_our_runs_beside_the_reference_numbers(tmp_path, study):
     assert ["GoogleNet", "260,650", "89.70", "—", "90.40", "—", "not run"] in own
 
 
-def test_cnn_comparison_says_it_compares_test_accuracy(study):
+def test_cnn_comparison_says_it_compares_test_accuracy_and_where_the_reference_comes_from(study):
     caption = cnn_table(study).caption
-    assert "The comparison is on test accuracy" in caption and "about 90 %" in caption and "disjoint" in caption
-    assert "not comparable" in cnn_table(study).columns[4]
+    assert "compared on test accuracy, the same 10,000 test images on both sides" in caption
+    assert "180 epochs of the reference training" in caption and "reference training's own 5,000" in caption
+    assert "spec 180" not in caption and "inflated" not in caption
 
 
 def test_cnn_findings_compare_test_accuracy_never_the_specification_validation(tmp_path):
@@ -125,7 +126,7 @@ def test_cnn_overlay_legend_names_the_networks(tmp_path):
     write_run(tmp_path / "runs", "cnn-densenet", [0.4, 0.7], [0.45, 0.75])
     figure = grid_overlay(load_study([tmp_path / "runs"]), "cnn", tmp_path / "figures")
     assert "Legend: the network;" in figure.caption and "optimizer" not in figure.caption
-    assert figure.png.exists() and "Not run (missing from the grid): cnn-googlenet, cnn-resnetpreact" in figure.caption
+    assert figure.png.exists() and "not run (missing from the grid): cnn-googlenet, cnn-resnetpreact" in figure.caption
 
 
 def test_memory_table_ranks_and_names_the_device(study):
@@ -139,7 +140,7 @@ def test_provenance_flags_batch_limits(tmp_path):
     write_run(tmp_path, "vit-2", [0.3, 0.4], [0.3, 0.5], epochs=10, limit_train_batches=5)
     run = load_study([tmp_path]).get("vit-2")
     assert not run.full_spec
-    assert "NOT the full specification setting" in run.provenance and "train ≤ 5 batches/epoch" in run.provenance
+    assert "NOT at its full setting" in run.provenance and "train ≤ 5 batches/epoch" in run.provenance
     row = runs_table(load_study([tmp_path])).rows[0]
     assert row[-2].startswith("NO: train ≤ 5 batches/epoch")
 
@@ -252,7 +253,7 @@ def test_an_lstm_that_learned_its_embeddings_is_not_the_specifications_model(tmp
     study = load_study([tmp_path])
     learned, pretrained = study.get("lstm-1"), study.get("lstm-2")
     assert learned.deviations == ["embeddings learned (spec GPT-1's, frozen)"] and not learned.full_spec
-    assert "NOT the full specification setting: embeddings learned (spec GPT-1's, frozen)" in learned.provenance
+    assert "NOT at its full setting: embeddings learned (spec GPT-1's, frozen)" in learned.provenance
     assert pretrained.deviations == [] and pretrained.full_spec
 
 
@@ -343,7 +344,7 @@ def test_overfitting_and_memory_findings(study):
 
 
 def test_every_statement_is_flagged_when_runs_are_not_the_full_setting(study):
-    assert "12 of 12 runs are NOT at the specification's full setting" in finding_texts(study, "Runs and settings")
+    assert "12 of 12 runs are NOT at their full setting" in finding_texts(study, "Runs and settings")
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -354,16 +355,17 @@ def test_figures_exist_as_png_and_pdf_at_print_resolution(study, report):
         with Image.open(report / "figures" / f"{stem}.png") as image:
             dpi = image.info["dpi"][0]
             assert dpi >= 200 and abs(image.width / dpi - 3.5) < 0.05, stem  # column width
-    for key in ("runs", "lstm-results", "vit-results", "cnn-comparison", "overfitting", "memory"):
+    for key in ("runs", "lstm-results", "attention-parameters", "vit-results", "cnn-comparison", "memory",
+                "overfitting", "epochs"):
         assert (report / "tables" / f"{key}.md").exists() and (report / "tables" / f"{key}.tex").exists()
 
 
 def test_captions_are_numbered_in_order(report):
     markdown = (report / "report.md").read_text()
-    for kind, count in (("Figure", 16), ("Table", 6)):
+    for kind, count in (("Figure", 16), ("Table", 8)):
         numbers = [int(n) for n in re.findall(rf"^\*\*{kind} (\d+)\.\*\* \S", markdown, re.MULTILINE)]
         assert numbers == list(range(1, count + 1))
-    assert "## Findings" in markdown and "missing from the grid (never run): lstm-4" in markdown
+    assert "missing from the grid (never run): lstm-4" in markdown
 
 
 def test_html_is_self_contained(report):
