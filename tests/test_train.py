@@ -78,7 +78,7 @@ def _data(data_root, monkeypatch):
 def test_vit_run_writes_every_file_and_field(tmp_path):
     assert cli(tmp_path, "train", "vit-2", "--epochs", "2", *TINY_VIT) == 0
     run = RunDir(tmp_path / "vit-2")
-    for path in (run.config, run.metrics, run.summary, run.log, run.last_checkpoint, run.best_checkpoint):
+    for path in (run.config, run.metrics, run.summary, run.log, run.best_checkpoint):
         assert path.exists(), path
     config = run.read_config()
     assert config["experiment"]["id"] == "vit-2" and config["experiment"]["optimizer"] == "adamw"
@@ -106,9 +106,39 @@ def test_vit_run_writes_every_file_and_field(tmp_path):
     assert summary["final_val_accuracy"] == records[-1]["val_accuracy"]
     assert {"loss", "accuracy"} <= set(summary["test_final"]) and summary["test_best"]["epoch"] == best["epoch"]
     assert summary["memory"]["peak_mb"] > 0
-    checkpoint = torch.load(run.last_checkpoint, weights_only=False)
-    assert checkpoint["epoch"] == 2 and {"model", "optimizer", "rng", "scheduler"} <= set(checkpoint)
     assert "epoch 2" in run.log.read_text()
+
+
+def test_a_completed_run_keeps_one_best_checkpoint_of_weights_unless_told_to_keep_all(tmp_path, capsys):
+    """While it trains a run keeps what --resume needs; completed, only best.pt with the weights of its best epoch
+    (what test_best scored); --keep-checkpoints keeps the three checkpoints with the full training state."""
+    assert cli(tmp_path / "lean", "train", "vit-2", "--epochs", "2", *TINY_VIT) == 0
+    lean = RunDir(tmp_path / "lean" / "vit-2")
+    assert sorted(p.name for p in lean.path.glob("*.pt")) == ["best.pt"]
+    best = torch.load(lean.best_checkpoint, weights_only=True)
+    assert set(best) == {"epoch", "model", "best", "experiment"}  # no optimizer, scheduler, RNG: nothing resumes
+    summary = lean.read_summary()
+    assert best["epoch"] == summary["best_epoch"] == summary["test_best"]["epoch"]
+    assert "deleted last.pt and previous.pt" in lean.log.read_text()
+
+    assert cli(tmp_path / "kept", "train", "vit-2", "--epochs", "2", "--keep-checkpoints", *TINY_VIT) == 0
+    kept = RunDir(tmp_path / "kept" / "vit-2")
+    assert sorted(p.name for p in kept.path.glob("*.pt")) == ["best.pt", "last.pt", "previous.pt"]
+    last = torch.load(kept.last_checkpoint, weights_only=True)
+    assert last["epoch"] == 2 and {"model", "optimizer", "rng", "scheduler"} <= set(last)
+    kept_best = torch.load(kept.best_checkpoint, weights_only=True)
+    assert {"optimizer", "rng"} <= set(kept_best) and kept_best["epoch"] == best["epoch"]
+    assert all(torch.equal(kept_best["model"][k], v) for k, v in best["model"].items())  # the same weights
+    assert scores(kept.read_metrics()) == scores(lean.read_metrics())  # the same training, bit for bit
+    assert kept.read_summary()["test_best"] == summary["test_best"]
+
+    capsys.readouterr()  # more epochs for a completed run: only with its training state
+    assert cli(tmp_path / "lean", "train", "vit-2", "--epochs", "3", "--resume", *TINY_VIT) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "kept only best.pt" in err and "--overwrite" in err
+    assert len(lean.read_metrics()) == 2 and lean.read_summary()["status"] == "completed"  # left as it was
+    assert cli(tmp_path / "kept", "train", "vit-2", "--epochs", "3", "--resume", *TINY_VIT) == 0
+    assert len(kept.read_metrics()) == 3
 
 
 def test_lstm_run_logs_perplexity_and_embeddings(tmp_path):
@@ -343,8 +373,8 @@ def test_resume_inside_an_epoch_gives_the_uninterrupted_metrics(tmp_path, monkey
 def test_no_checkpoint_inside_an_epoch_with_checkpoint_minutes_0(tmp_path, monkeypatch):
     saved = []
     save = RunDir.save_checkpoints
-    monkeypatch.setattr(RunDir, "save_checkpoints", lambda self, state, best: saved.append(state) or save(self, state,
-                                                                                                             best))
+    monkeypatch.setattr(RunDir, "save_checkpoints",
+                        lambda self, state, best=None: saved.append(state) or save(self, state, best))
     args = ["train", "vit-2", "--epochs", "2", *TINY_VIT]
     assert cli(tmp_path / "none", *args, "--checkpoint-minutes", "0") == 0
     assert [s["epoch"] for s in saved] == [1, 2] and not any("partial" in s for s in saved)
