@@ -427,15 +427,43 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert two.read_config()["world_size"] == 2
     for a, b in zip(scores(one.read_metrics()), scores(two.read_metrics()), strict=True):
         assert_scores_close(a, b, rel_tol=1e-4, abs_tol=1e-5)
-    # only rank 0 writes: one metrics line per epoch
+    # only rank 0 writes: one metrics line per epoch, and one console: each line once, one closing line
     assert len(two.metrics.read_text().splitlines()) == 2
     assert json.loads(two.summary.read_text())["status"] == "completed"
+    assert double.stdout.count("vit-2: completed") == 1 and double.stdout.strip() == single.stdout.strip()
+    assert double.stderr.count("epoch 1: train loss") == 1 and double.stderr.count("epoch 2: train loss") == 1
+    assert "rank 1" not in double.stderr  # rank 1 had nothing to warn about
+
+
+def test_under_ddp_other_ranks_write_only_warnings_and_errors_prefixed_with_their_rank(capsys):
+    """The console handler of rank 1: its info lines are dropped, its warnings carry ``rank 1:``; its standard
+    output is discarded; rank 0's console is the plain one."""
+    import logging
+
+    from replab.console import configure_logging, error_line, main_process_output
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    try:
+        for rank, expected in ((1, "rank 1: WARNING: disk nearly full\n"), (0, "an epoch line\ndisk nearly full\n")):
+            root.handlers.clear()
+            configure_logging(rank=rank)
+            logging.getLogger("replab.test").info("an epoch line")
+            logging.getLogger("replab.test").warning("disk nearly full")
+            with main_process_output(rank=rank):
+                print("vit-2: completed")
+            captured = capsys.readouterr()
+            assert captured.err == expected and captured.out == ("vit-2: completed\n" if rank == 0 else "")
+    finally:
+        root.handlers[:] = saved
+    assert error_line("bad", rank=1) == "rank 1: replab: error: bad" and error_line("bad", rank=0).startswith("replab")
 
 
 @pytest.mark.slow
 def test_ddp_checkpoint_inside_an_epoch_holds_every_ranks_sums_and_resumes(tmp_path):
     args = ["train", "vit-2", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "3",
-            "--limit-eval-batches", "2", "--no-progress", "--device", "cpu", "--checkpoint-minutes", "1e-9"]
+            "--limit-eval-batches", "2", "--no-progress", "--device", "cpu", "--checkpoint-minutes", "1e-9",
+            "--keep-checkpoints"]
     straight = _torchrun(tmp_path, 2, *args)
     assert straight.returncode == 0, straight.stderr[-3000:]
     run = RunDir(tmp_path / "vit-2")
