@@ -78,6 +78,13 @@ def format_score(metric: str, value: float | None) -> str:
     return f"{value:.2f}"
 
 
+def epoch_line(record: dict, metric: str) -> str:
+    """The log line of an epoch's record (``metrics.jsonl``): losses, scores as the report writes them, seconds."""
+    return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} {metric} "
+            f"{format_score(metric, record[f'train_{metric}'])} | valid loss {record['val_loss']:.4f} {metric} "
+            f"{format_score(metric, record[f'val_{metric}'])} | {record['train_seconds']:.1f}s")
+
+
 def closing_line(experiment_id: str, summary: dict) -> str:
     """The one line a run ends with: ``vit-2: completed; best validation accuracy 45.22 % (epoch 2)``, with the
     reason of a run that did not complete."""

@@ -16,7 +16,8 @@ Ctrl-C or SIGTERM saves such a checkpoint after the step in progress and ends th
 Distributed: launched by ``torchrun`` (``WORLD_SIZE > 1``), the model is wrapped in
 ``DistributedDataParallel``; ``batch_size`` is the *global* batch, split without overlap across ranks, so the
 learning rate keeps its meaning whatever the number of processes (on GPUs BatchNorm too normalises over the
-global batch: ``SyncBatchNorm``); statistics are summed over ranks; only rank 0 writes files.
+global batch: ``SyncBatchNorm``); statistics are summed over ranks; only rank 0 writes files and to the console
+(``replab.console``). What a run keeps on disk, and when: ``replab.checkpoints``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 from torch import nn
 
 from replab.checkpoints import best_state, cannot_train_further, release_training_state, training_state_files
-from replab.console import FILE_ONLY, closing_line, format_score
+from replab.console import FILE_ONLY, closing_line, epoch_line
 from replab.data import resolve_data_dir
 from replab.experiments import Experiment, RunSettings
 from replab.progress import EpochBar
@@ -209,8 +210,8 @@ class Trainer:
         weights-only load refuses, raise ``RunError``.
         """
         candidates = training_state_files(self.run)
-        if not candidates and (self.run.read_summary() or {}).get("status") == "completed":
-            raise RunError(cannot_train_further(self.run))  # (its epochs done: ``train`` returns before this)
+        if not candidates and (self.run.read_summary() or {}).get("status") == "completed":  # more epochs asked for
+            raise RunError(cannot_train_further(self.run))
         if not candidates:
             if self.dist.is_main and self.run.metrics.exists():
                 self.run.keep_metrics_through(0)
@@ -296,8 +297,7 @@ class Trainer:
                           for k, v in partial["totals"].items()}
         warmup = max(1, min(20, (total - done) // 5))
         bar = EpochBar(total, done, f"{self.experiment.id} epoch {epoch}", self.task.unit, self.progress,
-                       items_done=float(totals["items"]) if "items" in totals else 0.0,
-                       world_size=self.dist.world_size)
+                       float(totals["items"]) if totals else 0.0, self.dist.world_size)
         clock = Stopwatch(self.device)
 
         def step(index: int, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -433,9 +433,7 @@ class Trainer:
                     if self.dist.is_main:
                         self._save_epoch(record, self.state(epoch, best), improved)
                     records.append(record)
-                    log.info("epoch %d: train loss %.4f %s %s | valid loss %.4f %s %s | %.1fs", epoch,
-                             record["train_loss"], metric, format_score(metric, record[f"train_{metric}"]),
-                             record["val_loss"], metric, format_score(metric, record[f"val_{metric}"]), train_seconds)
+                    log.info("%s", epoch_line(record, metric))
                     if improved and self.dist.is_main:
                         with monitor.paused():  # its memory is not the training's
                             self.task.keep_with_best(self.run, epoch)
@@ -456,27 +454,19 @@ class Trainer:
                 raise
         tests = self.test() if status == "completed" and records else {}
         summary = self._finish(records, best, status, reason, tests)
-        if status == "completed" and self.dist.is_main:
-            self._complete(best)
+        if status == "completed" and self.dist.is_main:  # its sample, if an earlier attempt left it out; the clean-up
+            self.task.keep_with_best(self.run, best["epoch"])
+            release_training_state(self.run, self.settings.keep_checkpoints)
         return summary
 
     def _save_epoch(self, record: dict, state: dict, improved: bool) -> None:
-        """The epoch's metrics line, then its checkpoints (``replab.checkpoints``); a failed write keeps the earlier
-        ones intact."""
-        keep = self.settings.keep_checkpoints
+        """The epoch's metrics line, then its checkpoints (``replab.checkpoints``); a failed write keeps the others."""
         try:
             self.run.append_metrics(record)
-            self.run.save_checkpoints(state, best=best_state(state, keep) if improved else None)
+            self.run.save_checkpoints(state, best_state(state, self.settings.keep_checkpoints) if improved else None)
         except OSError as error:
             raise WriteFailed(f"could not write to {self.run.path}: {error.strerror or error}; the last good "
                               "checkpoint and metrics are kept: free space, then --resume") from error
-
-    def _complete(self, best: dict) -> None:
-        """A completed run (rank 0, after its summary): what the task keeps beside ``best.pt`` if an earlier attempt
-        left it out, then the checkpoints only ``--resume`` needs go (``replab.checkpoints``)."""
-        if best:
-            self.task.keep_with_best(self.run, best["epoch"])
-        release_training_state(self.run, self.settings.keep_checkpoints)
 
     def test(self) -> dict:
         """Test scores of the model as trained (``test_final``) and of the best validation checkpoint
