@@ -432,6 +432,8 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert json.loads(two.summary.read_text())["status"] == "completed"
     assert double.stdout.count("vit-2: completed") == 1 and double.stdout.strip() == single.stdout.strip()
     assert double.stderr.count("epoch 1: train loss") == 1 and double.stderr.count("epoch 2: train loss") == 1
+    for result in (single, double):  # the closing line once, on standard output, not also in the log
+        assert "vit-2: completed" not in result.stderr and "vit-2 completed" not in result.stderr
     assert "rank 1" not in double.stderr  # rank 1 had nothing to warn about
 
 

@@ -23,9 +23,10 @@
     above 2 hours, asks ``Continue? [y/N]`` on a terminal; ``--yes`` skips the question, and without ``--yes`` a
     non-interactive input ends with exit code 2 and the estimate in the message. The quick profile never asks.
     On disk, each completed run keeps its logs and one ``best.pt`` with its weights only (``replab.checkpoints``):
-    about 0.9 GB for the six LSTMs (136-162 MB each), 50 MB for the seven ViTs; a run in progress also holds
-    ``last.pt`` and ``previous.pt`` (0.4-0.5 GB each for an LSTM) until it completes. ``--keep-checkpoints``
-    keeps all three for every run, with the full training state (about 7 GB for the LSTM grid).
+    about 0.85 GB for the six LSTMs (136-162 MB each), 50 MB for the seven ViTs (``reproduce --quick``: 867 MiB in
+    all, ``du -sh``); the run in progress also holds ``last.pt`` and ``previous.pt`` (0.4-0.5 GB each for an LSTM)
+    until it completes, so the folder peaks near 1.8 GB while lstm-6 trains. ``--keep-checkpoints`` keeps all
+    three for every run, with the full training state (about 7.7 GB for the LSTM grid).
 
     ``--quick`` (default DIR ``reproduce-quick``) shows the whole system end to end on a laptop CPU in 10 to 15
     minutes and under 1 GB of disk, with the profile ``QUICK`` below: every configuration for 2 epochs; the LSTM

@@ -51,6 +51,9 @@ def test_reproduce_passes_the_progress_choice_to_every_run(tmp_path, flag, progr
     plan = _grids(args, QUICK, tmp_path / "runs")
     assert [grid for grid, *_ in plan] == ["lstm", "vit", "cnn"]
     assert all(run_settings.progress is progress for _, _, run_settings, _ in plan)
+    assert not any(run_settings.keep_checkpoints for _, _, run_settings, _ in plan)
+    kept = _grids(build_parser().parse_args(["reproduce", "--keep-checkpoints"]), QUICK, tmp_path / "runs")
+    assert all(run_settings.keep_checkpoints for _, _, run_settings, _ in kept)
 
 
 @pytest.mark.slow
