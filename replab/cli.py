@@ -6,7 +6,11 @@
     replab train/grid ... --dry-run         time a few real steps: estimated time per epoch, in total, peak memory
     replab data {check,download}            what data is where; download what can be (also GPT-1's files)
     replab generate RUN_DIR [...]           text sampled from a trained LSTM
+    replab report / reproduce               see ``replab.report.commands``
+    replab --version                        the version
 
+Usage errors (argparse's included) are one line on standard error, ``replab: error: <problem>`` with the fix or a
+pointer to the command's ``--help``; see ``replab.console`` for what goes where (and under torchrun).
 Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C or SIGTERM).
 """
 
@@ -14,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
+import replab
+from replab.console import configure_logging, error_line, main_process_output, tagged
 from replab.experiments import (
     AMP_MODES,
     BLOCKS,
@@ -40,79 +45,151 @@ from replab.runner import (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with replab's error style: one line that names the problem and points to ``--help`` (no usage
+    dump), raised as ``UsageError`` so that ``main`` prints it like every other bad input and returns 2."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # the subcommand's options are what the user got wrong: point to its help
+            command = getattr(parsed, "command", None)
+            self.prog = f"{self.prog} {command}" if command else self.prog
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+def _number(text: str, kind: type, rule: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int, "a positive integer")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
+    value = _number(text, float, "a number >= 0")
+    if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
+def _float(text: str) -> float:
+    return _number(text, float, "a number")
+
+
+def _int(text: str) -> int:
+    return _number(text, int, "an integer")
+
+
+DEVICE_HELP = "auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps (default: auto)"
+DATA_DIR_HELP = "data folder holding wikitext2/ and cifar10/ (default: $REPLAB_DATA, else ./data)"
+PROGRESS_HELP = "tqdm progress bars (default: on when standard error is a terminal)"
+KEEP_CHECKPOINTS_HELP = (
+    "keep every checkpoint of a completed run with its full training state: best.pt, last.pt and previous.pt "
+    "(0.4-0.5 GB each for an LSTM), needed only to train it further with --resume and more --epochs. Default: a "
+    "completed run keeps best.pt alone, its weights only (about 136 MB for a 1-layer LSTM, 4-13 MB for a ViT), "
+    "which is what test scores, replab generate and the report use; a run still training or interrupted always "
+    "keeps what --resume needs")
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    hp = parser.add_argument_group("hyperparameter overrides (default: the registry's value)")
-    hp.add_argument("--epochs", type=_positive_int)
-    hp.add_argument("--batch-size", type=_positive_int, help="global batch size (split across DDP ranks)")
-    hp.add_argument("--lr", type=float)
-    hp.add_argument("--optimizer", choices=OPTIMIZERS)
-    hp.add_argument("--weight-decay", type=_non_negative_float)
-    hp.add_argument("--momentum", type=_non_negative_float)
-    hp.add_argument("--layers", type=_positive_int, dest="num_layers")
-    hp.add_argument("--block", choices=BLOCKS)
-    hp.add_argument("--seed", type=int)
+    hp = parser.add_argument_group("hyperparameter overrides (default: the experiment's value, see replab configs)")
+    hp.add_argument("--epochs", type=_positive_int, metavar="N",
+                    help="training epochs (default: 10; the CNN baselines 180)")
+    hp.add_argument("--batch-size", type=_positive_int, metavar="N",
+                    help="global batch size in sequences (LSTM) or images (ViT, CNN), split across DDP ranks "
+                    "(default: 16 LSTM, 128 ViT and CNN)")
+    hp.add_argument("--lr", type=_float, metavar="LR",
+                    help="initial learning rate (default: 1e-3 LSTM, 3e-4 ViT; CNN baselines 1e-3 or 0.1)")
+    hp.add_argument("--optimizer", choices=OPTIMIZERS,
+                    help="adam (no weight decay), adamw, sgd (no momentum) or momentum (SGD with momentum) "
+                    "(default: the experiment's, see replab configs)")
+    hp.add_argument("--weight-decay", type=_non_negative_float, metavar="WD",
+                    help="weight decay (default: 5e-4 for adamw, sgd and momentum, 0 for adam; CNN baselines 1e-4)")
+    hp.add_argument("--momentum", type=_non_negative_float, metavar="M",
+                    help="SGD momentum, with --optimizer momentum only (default: 0.9)")
+    hp.add_argument("--layers", type=_positive_int, dest="num_layers", metavar="N",
+                    help="LSTM layers or transformer blocks (default: the experiment's, 1-4 LSTM, 2-6 ViT)")
+    hp.add_argument("--block", choices=BLOCKS, help="ViT block: layer norm before (prenorm) or after (postnorm) "
+                    "each sublayer (default: prenorm; vit-7 postnorm)")
+    hp.add_argument("--seed", type=_int, metavar="S",
+                    help="seed of the initial weights, the data order and the augmentation (default: 42)")
     run = parser.add_argument_group("how the run executes")
-    run.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    run.add_argument("--amp", choices=AMP_MODES, default="none", help="autocast precision (bf16 also on CPU)")
-    run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--device", default="auto", help=DEVICE_HELP)
+    run.add_argument("--amp", choices=AMP_MODES, default="none",
+                     help="autocast precision: none (fp32), bf16 (also on CPUs) or fp16 (CUDA) (default: none)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model (default: off)")
     run.add_argument("--attention", choices=("primitive", "sdpa"), default="primitive",
-                     help="ViT attention: from primitives (default) or F.scaled_dot_product_attention")
-    run.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
-    run.add_argument("--embeddings", help="LSTM: GPT-1 token embeddings .npz (frozen, tied); default: "
-                     "<data dir>/embeddings.npz when present, else learned; 'none': learned")
-    run.add_argument("--out", default="runs", help="runs folder (default: runs)")
-    run.add_argument("--limit-train-batches", type=_positive_int, help="train on at most N batches per epoch")
-    run.add_argument("--limit-eval-batches", type=_positive_int, help="evaluate on at most N batches")
+                     help="ViT attention: from primitives or F.scaled_dot_product_attention (default: primitive)")
+    run.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    run.add_argument("--embeddings", metavar="FILE", help="LSTM: GPT-1 token embeddings .npz (frozen, tied), or "
+                     "'none' to learn them (default: <data dir>/embeddings.npz where present, else learned)")
+    run.add_argument("--out", default="runs", metavar="DIR",
+                     help="runs folder; each run writes DIR/<experiment id>/ (default: runs)")
+    run.add_argument("--limit-train-batches", type=_positive_int, metavar="N",
+                     help="train on at most N batches per epoch (default: all)")
+    run.add_argument("--limit-eval-batches", type=_positive_int, metavar="N",
+                     help="evaluate on at most N batches (default: all)")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run from its last checkpoint (end of an epoch, or inside one)")
     run.add_argument("--checkpoint-minutes", type=_non_negative_float, default=10.0, metavar="M",
                      help="also save a checkpoint inside an epoch about every M minutes of training, so --resume "
                      "loses at most that much; 0: only at the end of each epoch (default: 10)")
+    run.add_argument("--keep-checkpoints", action="store_true", help=KEEP_CHECKPOINTS_HELP)
     run.add_argument("--overwrite", action="store_true", help="delete an existing run and train it again")
-    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="tqdm progress bars (default: on when stderr is a terminal)")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=PROGRESS_HELP)
     run.add_argument("--dry-run", action="store_true",
                      help="time a few real training steps and print the estimated time and memory; write nothing")
 
 
 HYPERPARAMETERS = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum", "num_layers", "block", "seed")
 SETTINGS = ("device", "amp", "compile", "attention", "data_dir", "embeddings", "out", "limit_train_batches",
-            "limit_eval_batches", "resume", "overwrite", "progress", "checkpoint_minutes")
+            "limit_eval_batches", "resume", "overwrite", "progress", "checkpoint_minutes", "keep_checkpoints")
+
+
+DESCRIPTION = "Train, evaluate and report the study: an LSTM language model on Wikitext-2, Vision Transformers and " \
+    "CNN baselines on CIFAR-10."
+EPILOG = "Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted " \
+    "(Ctrl-C or SIGTERM). Each command has its own --help."
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="replab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="replab", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on standard error")
+    parser.add_argument("--version", action="version", version=f"replab {replab.__version__}",
+                        help="print replab's version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="one of the commands below (replab COMMAND --help: its options)")
 
     configs = commands.add_parser("configs", help="list the experiments with every resolved hyperparameter")
-    configs.add_argument("--json", action="store_true", help="machine-readable output")
+    configs.add_argument("--json", action="store_true", help="machine-readable output (default: a table)")
 
     train = commands.add_parser("train", help="train one experiment")
-    train.add_argument("id", help="experiment id, e.g. vit-2 or lstm-1 (see `replab configs`)")
+    train.add_argument("id", metavar="ID", help=f"experiment id: {', '.join(EXPERIMENTS)} (replab configs lists "
+                       "their hyperparameters)")
     _add_run_options(train)
 
     grid = commands.add_parser("grid", help="train a grid of experiments, skipping completed ones")
-    grid.add_argument("grid", choices=sorted(GRIDS))
+    grid.add_argument("grid", choices=sorted(GRIDS), metavar="GRID",
+                      help="which experiments, one after another: " + "; ".join(
+                          f"{name}: {', '.join(GRIDS[name]) if name != 'all' else 'lstm, then vit'}"
+                          for name in sorted(GRIDS)))
     _add_run_options(grid)
 
     data = commands.add_parser("data", help="check or download the datasets")
-    data.add_argument("action", choices=("check", "download"))
-    data.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
+    data.add_argument("action", choices=("check", "download"), metavar="ACTION",
+                      help="check: what data is where, and whether it loads; download: fetch CIFAR-10 and GPT-1's "
+                      "vocabulary (Wikitext-2 is the course's copy: not downloadable)")
+    data.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     data.add_argument("--verify", action="store_true",
                       help="check: compare every file's MD5 with the official CIFAR-10 sums and the MD5SUMS lists")
     what = data.add_mutually_exclusive_group()
@@ -120,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="download: GPT-1's token embeddings (embeddings.npz) and vocabulary instead of CIFAR-10")
     what.add_argument("--vocabulary", action="store_true",
                       help="download: only GPT-1's BPE vocabulary (gpt1-bpe/, for decoding token ids to text)")
-    data.add_argument("--gpt1-url", "--embeddings-url", dest="gpt1_url",
+    data.add_argument("--gpt1-url", "--embeddings-url", dest="gpt1_url", metavar="URL",
                       help="base URL of GPT-1's model/ folder, for the embeddings and the vocabulary (default: "
                       "$REPLAB_EMBEDDINGS_URL, else openai/finetune-transformer-lm on GitHub)")
 
@@ -270,18 +347,23 @@ COMMANDS = {"configs": cmd_configs, "train": cmd_train, "grid": cmd_grid, "data"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
-                        stream=sys.stderr)
+    """The ``replab`` command: its exit code (``--help`` and ``--version`` exit 0 through ``SystemExit``)."""
     try:
-        handler = getattr(args, "handler", None) or COMMANDS[args.command]
-        return handler(args)
+        args = build_parser().parse_args(argv)
     except UsageError as error:
-        print(f"replab: error: {error}", file=sys.stderr)
+        print(error_line(str(error)), file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("replab: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    configure_logging(args.verbose)
+    with main_process_output():
+        try:
+            handler = getattr(args, "handler", None) or COMMANDS[args.command]
+            return handler(args)
+        except UsageError as error:
+            print(error_line(str(error)), file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print(tagged("replab: interrupted"), file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

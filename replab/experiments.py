@@ -132,6 +132,7 @@ class RunSettings:
     progress: bool | None = None  # None: on when standard error is a terminal
     attention: str = "primitive"
     checkpoint_minutes: float = 10.0  # also checkpoint inside an epoch about this often (0: at epoch ends only)
+    keep_checkpoints: bool = False  # a completed run keeps last.pt/previous.pt too (see replab.checkpoints)
 
     def validate(self) -> None:
         if self.amp not in AMP_MODES:
@@ -192,6 +193,19 @@ def get_experiment(experiment_id: str) -> Experiment:
         ) from None
 
 
+def _flag(name: str) -> str:
+    """The command line's name of a model option (``--layers``), else the option's own name."""
+    return OPTION_FLAGS.get(name, name)
+
+
+def _model_options_text(experiment: Experiment) -> str:
+    """Which model options of the experiment the command line sets, as the flags a user types."""
+    flags = [OPTION_FLAGS[name] for name in experiment.spec.options() if name in OPTION_FLAGS]
+    if flags:
+        return f"of the model options, it takes {', '.join(flags)}"
+    return f"it takes none of the model options ({', '.join(OPTION_FLAGS.values())}): the experiment id fixes its model"
+
+
 def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
     """The registry's experiment with the given fields replaced (``None`` values are ignored), then resolved.
 
@@ -204,11 +218,8 @@ def with_overrides(experiment: Experiment, **overrides: Any) -> Experiment:
     options = experiment.spec.options()
     unknown = [k for k in changes if k not in schedule and k not in options]
     if unknown:
-        def named(name: str) -> str:
-            return f"{name} ({OPTION_FLAGS[name]})" if name in OPTION_FLAGS else name
-
-        raise ValueError(f"{experiment.id}: the {experiment.model} model has no {', '.join(map(named, unknown))}; "
-                         f"its options: {', '.join(map(named, options))}")
+        raise ValueError(f"{experiment.id}: the {experiment.model} model has no {', '.join(map(_flag, unknown))}; "
+                         + _model_options_text(experiment))
     config = dataclasses.replace(experiment.config, **{k: v for k, v in changes.items() if k in options})
     changes = {k: v for k, v in changes.items() if k in schedule}
     return dataclasses.replace(experiment, config=config, **changes).resolved()

@@ -88,8 +88,10 @@ def load_lstm(run_dir: str | Path, checkpoint: str = "best") -> tuple[LSTM, dict
                          "generate text")
     path = run.path / f"{checkpoint}.pt"
     if not path.is_file():
-        raise ValueError(f"{path} does not exist (checkpoints are not published with the runs; train the run, or "
-                         f"pass --checkpoint {'last' if checkpoint == 'best' else 'best'})")
+        why = ("a completed run keeps only best.pt, unless trained with --keep-checkpoints; pass --checkpoint best"
+               if checkpoint == "last" else "checkpoints are not published with the runs; train the run, or pass "
+               "--checkpoint last")
+        raise ValueError(f"{path} does not exist ({why})")
     try:
         state = load_checkpoint(path, map_location="cpu")
     except CheckpointError as error:
@@ -197,15 +199,18 @@ def cmd_generate(args) -> int:
 def add_generate_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("generate", help="sample text from a trained LSTM run")
     parser.add_argument("run_dir", help="an LSTM run folder, e.g. runs/lstm-1")
-    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best", help="best.pt (default) or last.pt")
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
+                        help="best.pt or last.pt, which a completed run keeps only if trained with --keep-checkpoints "
+                        "(default: best)")
     parser.add_argument("--prompt", help="text to continue (default: the start of the first validation article, "
                         "which needs the data folder)")
-    parser.add_argument("--tokens", type=int, default=SampleSettings.tokens, help="tokens to generate (default 60)")
-    parser.add_argument("--temperature", type=float, default=SampleSettings.temperature, help="default 1")
+    parser.add_argument("--tokens", type=int, default=SampleSettings.tokens, help="tokens to generate (default: 60)")
+    parser.add_argument("--temperature", type=float, default=SampleSettings.temperature,
+                        help="softmax temperature: below 1 sharper, above 1 flatter (default: 1)")
     parser.add_argument("--top-k", type=int, default=SampleSettings.top_k, help="sample among the k most likely "
-                        "tokens (default 0: all)")
-    parser.add_argument("--seed", type=int, default=SampleSettings.seed, help="sampling seed (default 0)")
-    parser.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
+                        "tokens (default: 0, all)")
+    parser.add_argument("--seed", type=int, default=SampleSettings.seed, help="sampling seed (default: 0)")
+    parser.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling (default: off)")
     parser.add_argument("--data-dir", help="data folder: GPT-1's vocabulary (gpt1-bpe/) and the default prompt "
                         "(default: $REPLAB_DATA, else ./data)")
     parser.set_defaults(handler=cmd_generate)

@@ -1,8 +1,9 @@
 """The files a run leaves in its folder, written and read in one place.
 
 ``config.json`` (resolved configuration and environment), ``metrics.jsonl`` (one JSON object per epoch,
-appended as each epoch ends), ``summary.json`` (status and scores), ``train.log`` (human-readable), the
-checkpoints ``last.pt``/``previous.pt``/``best.pt``, and ``.lock`` (held by the one process writing the folder).
+appended as each epoch ends), ``summary.json`` (status and scores), ``train.log`` (human-readable), an LSTM's
+``sample.json`` (``replab.run_sample``), the checkpoints ``last.pt``/``previous.pt``/``best.pt`` (which a completed
+run keeps: ``replab.checkpoints``), and ``.lock`` (held by the one process writing the folder).
 Every file that is rewritten is written atomically (temporary file in the same folder, fsync, then
 ``os.replace``), so a kill never leaves a half-written file behind; ``last.pt`` keeps its predecessor as
 ``previous.pt``, so one damaged checkpoint never loses the run. Checkpoints are read with ``weights_only=True``:
@@ -227,10 +228,11 @@ class RunDir:
                     f.truncate(size)
                 raise
 
-    def save_checkpoints(self, state: dict, best: bool) -> None:
-        """``best.pt`` if this epoch is the best so far, then ``last.pt`` (its predecessor kept as ``previous.pt``)."""
-        if best:
-            atomic_torch_save(self.best_checkpoint, state)
+    def save_checkpoints(self, state: dict, best: dict | None = None) -> None:
+        """``best`` as ``best.pt`` where given (this epoch is the best so far; what it holds: ``replab.checkpoints``),
+        then ``state`` as ``last.pt`` (its predecessor kept as ``previous.pt``)."""
+        if best is not None:
+            atomic_torch_save(self.best_checkpoint, best)
         atomic_torch_save(self.last_checkpoint, state, keep_previous=self.previous_checkpoint)
 
     def remove_temporary_files(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from replab.console import closing_line
 from replab.experiments import RunSettings, get_experiment, with_overrides
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -30,11 +31,7 @@ def _train_one(experiment, settings) -> int:
         summary = train(experiment, settings)
     except (RunError, ValueError) as error:
         raise UsageError(str(error)) from None
-    status = summary.get("status")
-    best = summary.get("best_val")
-    detail = f"best validation {summary['metric']} {best:.4f} (epoch {summary['best_epoch']})" if best else ""
-    print(f"{experiment.id}: {status}{': ' + summary['reason'] if summary.get('reason') else ''}"
-          f"{'; ' + detail if detail else ''}")
+    print(closing_line(experiment.id, summary))
     return _status_code(summary)
 
 

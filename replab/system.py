@@ -3,6 +3,7 @@ distributed run (rank, world size, sums across ranks), and the signals that ask 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -196,6 +197,7 @@ class MemoryMonitor:
                 self.source = "torch_reserved"
         self._samples: list[float] = []
         self._steady = False
+        self._paused = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -215,10 +217,21 @@ class MemoryMonitor:
             self.sample()
 
     def sample(self) -> None:
+        if self._paused:
+            return
         value = self._read()
         if value is not None and self._steady:
             with self._lock:
                 self._samples.append(value)
+
+    @contextlib.contextmanager
+    def paused(self):
+        """No samples inside the block: work between epochs that is not training (an LSTM's text sample)."""
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
 
     def steady(self) -> None:
         """Warm-up is over: samples from now on count towards the steady-state mean."""
@@ -337,7 +350,7 @@ class StopSignals:
                 return
             raise KeyboardInterrupt(signal.Signals(number).name)
         self.received, self._received_at = signal.Signals(number).name, now
-        log.warning("%s received: stopping after the current step, with a checkpoint to --resume from (send it "
+        log.info("%s received: stopping after the current step, with a checkpoint to --resume from (send it "
                     "again to stop at once)", self.received)
 
     def __exit__(self, *exc) -> None:

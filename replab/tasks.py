@@ -70,6 +70,9 @@ class Task:
         """Task facts recorded in ``config.json``."""
         return {}
 
+    def keep_with_best(self, run: RunDir, epoch: int) -> None:
+        """Files the run keeps beside its ``best.pt`` (of ``epoch``), written by rank 0 once it is saved: none here."""
+
 
 class LanguageModelingTask(Task):
     """LSTM on Wikitext-2. Loss: the spec's per-sequence mean NLL; score: perplexity over all predicted tokens."""
@@ -122,6 +125,12 @@ class LanguageModelingTask(Task):
             return {"embeddings": "pretrained GPT-1 (frozen, tied to the output layer)",
                     "embeddings_file": self.embeddings_file}
         return {"embeddings": "learned, initialised N(0, 0.02) (no embeddings file given)", "embeddings_file": None}
+
+    def keep_with_best(self, run: RunDir, epoch: int) -> None:
+        """The text sample of ``best.pt``, ``sample.json`` (``replab.run_sample``)."""
+        from replab.run_sample import keep_sample
+
+        keep_sample(run.path, self.data_dir, epoch)
 
     def _batches(self, dataset: Wikitext2, order: torch.Tensor, rank: int, world_size: int):
         batch_size = self.experiment.batch_size

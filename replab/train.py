@@ -16,7 +16,8 @@ Ctrl-C or SIGTERM saves such a checkpoint after the step in progress and ends th
 Distributed: launched by ``torchrun`` (``WORLD_SIZE > 1``), the model is wrapped in
 ``DistributedDataParallel``; ``batch_size`` is the *global* batch, split without overlap across ranks, so the
 learning rate keeps its meaning whatever the number of processes (on GPUs BatchNorm too normalises over the
-global batch: ``SyncBatchNorm``); statistics are summed over ranks; only rank 0 writes files.
+global batch: ``SyncBatchNorm``); statistics are summed over ranks; only rank 0 writes files and to the console
+(``replab.console``). What a run keeps on disk, and when: ``replab.checkpoints``.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from replab.checkpoints import best_state, cannot_train_further, release_training_state, training_state_files
+from replab.console import FILE_ONLY, closing_line, epoch_line
 from replab.data import resolve_data_dir
 from replab.experiments import Experiment, RunSettings
+from replab.progress import EpochBar
 from replab.runlog import CheckpointError, RunDir, RunLock, RunLocked, better, load_checkpoint, memory_summary
 from replab.system import (
     Distributed,
@@ -145,10 +148,8 @@ class Trainer:
     def setup(self) -> None:
         try:
             self.task: Task = make_task(self.experiment, self.settings, self.data_dir, self.device)
-        except (FileNotFoundError, ValueError) as error:
-            raise RunError(
-                f"{error} (data folder: {self.data_dir}; set REPLAB_DATA or --data-dir, or run `replab data download`)"
-            ) from error
+        except (FileNotFoundError, ValueError) as error:  # the loaders' messages name the path and the fix
+            raise RunError(str(error)) from error
         torch.manual_seed(self.experiment.seed)
         self.model = sync_batchnorm(self.task.build_model(), self.device, self.dist.enabled).to(self.device)
         objective = self.model  # what the training step calls: the model (DDP and compile wrap it)
@@ -208,7 +209,9 @@ class Trainer:
         the first one was complete) starts from epoch 0; checkpoint files none of which can be read, or one a
         weights-only load refuses, raise ``RunError``.
         """
-        candidates = [p for p in (self.run.last_checkpoint, self.run.previous_checkpoint) if p.exists()]
+        candidates = training_state_files(self.run)
+        if not candidates and (self.run.read_summary() or {}).get("status") == "completed":  # more epochs asked for
+            raise RunError(cannot_train_further(self.run))
         if not candidates:
             if self.dist.is_main and self.run.metrics.exists():
                 self.run.keep_metrics_through(0)
@@ -293,8 +296,8 @@ class Trainer:
                 totals = {k: torch.tensor(v, dtype=getattr(torch, partial["dtypes"][k]), device=self.device)
                           for k, v in partial["totals"].items()}
         warmup = max(1, min(20, (total - done) // 5))
-        bar = tqdm(total=total, initial=done, desc=f"{self.experiment.id} epoch {epoch}", disable=not self.progress,
-                   leave=False, dynamic_ncols=True, unit="batch")
+        bar = EpochBar(total, done, f"{self.experiment.id} epoch {epoch}", self.task.unit, self.progress,
+                       float(totals["items"]) if totals else 0.0, self.dist.world_size)
         clock = Stopwatch(self.device)
 
         def step(index: int, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -317,9 +320,7 @@ class Trainer:
                     raise Stopped(f"stopped by {self._stop_signal()} at epoch {epoch}, step {steps} of {total}, "
                                   "with a checkpoint there")
             if self.progress:
-                rate = totals["items"].item() * self.dist.world_size / max(clock.elapsed(), 1e-9)
-                bar.set_postfix(loss=f"{loss.item():.4f}", rate=f"{rate:,.0f} {self.task.unit}/s")
-                bar.update()
+                bar.update(loss.item(), totals["items"].item(), clock.elapsed())
 
         totals = self._batch_loop(batches, total, step, after, start=done, totals=totals)
         bar.close()
@@ -396,7 +397,7 @@ class Trainer:
                                 "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in totals.items()},
                                 "train_seconds": seconds, "wall_seconds": wall_offset + time.perf_counter() - run_clock}
             try:
-                self.run.save_checkpoints(state, best=False)
+                self.run.save_checkpoints(state)
             except OSError as error:  # the earlier checkpoint is intact: train on, try again at the next one
                 log.warning("could not save a checkpoint inside epoch %d: %s", epoch, error.strerror or error)
 
@@ -432,9 +433,10 @@ class Trainer:
                     if self.dist.is_main:
                         self._save_epoch(record, self.state(epoch, best), improved)
                     records.append(record)
-                    log.info("epoch %d: train loss %.4f %s %.4f | valid loss %.4f %s %.4f | %.1fs", epoch,
-                             record["train_loss"], metric, record[f"train_{metric}"], record["val_loss"], metric,
-                             record[f"val_{metric}"], train_seconds)
+                    log.info("%s", epoch_line(record, metric))
+                    if improved and self.dist.is_main:
+                        with monitor.paused():  # its memory is not the training's
+                            self.task.keep_with_best(self.run, epoch)
                     if self._stop_requested():  # (resuming after the last epoch runs just the test)
                         raise Stopped(f"stopped by {self._stop_signal()} after epoch {epoch}")
             except Diverged as error:
@@ -451,13 +453,17 @@ class Trainer:
                 self._finish(records, best, status, reason)
                 raise
         tests = self.test() if status == "completed" and records else {}
-        return self._finish(records, best, status, reason, tests)
+        summary = self._finish(records, best, status, reason, tests)
+        if status == "completed" and self.dist.is_main:  # its sample, if an earlier attempt left it out; the clean-up
+            self.task.keep_with_best(self.run, best["epoch"])
+            release_training_state(self.run, self.settings.keep_checkpoints)
+        return summary
 
     def _save_epoch(self, record: dict, state: dict, improved: bool) -> None:
-        """The epoch's metrics line, then its checkpoints; a failed write keeps the earlier ones intact."""
+        """The epoch's metrics line, then its checkpoints (``replab.checkpoints``); a failed write keeps the others."""
         try:
             self.run.append_metrics(record)
-            self.run.save_checkpoints(state, best=improved)
+            self.run.save_checkpoints(state, best_state(state, self.settings.keep_checkpoints) if improved else None)
         except OSError as error:
             raise WriteFailed(f"could not write to {self.run.path}: {error.strerror or error}; the last good "
                               "checkpoint and metrics are kept: free space, then --resume") from error
@@ -506,7 +512,7 @@ class Trainer:
                 self.run.write_summary(summary)
             except OSError as error:
                 log.error("could not write %s: %s", self.run.summary, error.strerror or error)
-        log.info("%s %s%s", self.experiment.id, status, f": {reason}" if reason else "")
+        log.info("%s", closing_line(self.experiment.id, summary), extra=FILE_ONLY)  # the console's: the caller's
         return summary
 
 

@@ -1,5 +1,6 @@
 """The `replab` command: the registry table, and every bad-input path (one line, exit code 2, nothing created)."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-from replab.cli import main
+from replab.cli import build_parser, main
 from replab.experiments import EXPERIMENTS, RunSettings, get_experiment, with_overrides
 
 SPEC_TABLE = {  # id: (task, layers, block, optimizer), the table of the specification's runner scripts
@@ -80,26 +81,69 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, capsys, argv
     assert not out.exists()
 
 
-def test_missing_data_names_the_path_and_the_fixes(tmp_path, capsys):
+def test_missing_data_names_the_path_and_the_fix_once(tmp_path, capsys):
     out = tmp_path / "runs"
     assert main(["train", "vit-2", "--data-dir", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert str(tmp_path / "nowhere") in err and "REPLAB_DATA" in err and "--data-dir" in err
-    assert "replab data download" in err and len(err.strip().splitlines()) == 1
+    assert str(tmp_path / "nowhere") in err and "replab data download" in err and len(err.strip().splitlines()) == 1
+    assert err.count("REPLAB_DATA") == 1 and err.count("--data-dir") == 1 and err.count("data download") == 1
     assert not out.exists()
 
 
-def test_argparse_rejects_malformed_values(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "vit-2", "--epochs", "0"])
-    assert exit_info.value.code == 2
-    assert "positive integer" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "vit-2", "--checkpoint-minutes", "-5"])
-    assert exit_info.value.code == 2
-    assert "--checkpoint-minutes: must be >= 0, got -5" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--checkpoint-minutes must be 0"):  # the same rule for the Python API
+@pytest.mark.parametrize("argv, message", [
+    (["train", "vit-2", "--epochs", "0"], "argument --epochs: must be a positive integer, got 0 (see replab train "
+                                          "--help)"),
+    (["train", "vit-2", "--batch-size", "x"], "argument --batch-size: must be a positive integer, got 'x'"),
+    (["train", "vit-2", "--checkpoint-minutes", "-5"], "argument --checkpoint-minutes: must be >= 0, got -5"),
+    (["grid", "every"], "argument GRID: invalid choice: 'every'"),
+    (["train", "vit-2", "--epochs", "3", "--bogus"], "unrecognized arguments: --bogus (see replab train --help)"),
+    (["train"], "the following arguments are required: ID (see replab train --help)"),
+    ([], "the following arguments are required: COMMAND (see replab --help)"),
+])
+def test_argument_errors_are_one_line_with_a_pointer_to_help(capsys, argv, message):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"replab: error: {message}") and not captured.out
+    assert len(captured.err.splitlines()) == 1 and "usage:" not in captured.err
+
+
+def test_rules_of_the_command_line_hold_for_the_python_api_too():
+    with pytest.raises(ValueError, match="--checkpoint-minutes must be 0"):
         RunSettings(checkpoint_minutes=-5.0).validate()
+
+
+def test_a_bad_epochs_value_is_exactly_one_line_on_stderr_and_exit_2():
+    result = subprocess.run([sys.executable, "-m", "replab", "train", "vit-2", "--epochs", "0"], capture_output=True,
+                            text=True, env={**os.environ}, timeout=120)
+    assert result.returncode == 2 and not result.stdout
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("replab: error: argument --epochs:")
+
+
+def test_version_prints_the_version_and_exits_0():
+    import replab
+
+    result = subprocess.run([sys.executable, "-m", "replab", "--version"], capture_output=True, text=True,
+                            env={**os.environ}, timeout=120)
+    assert result.returncode == 0 and result.stdout == f"replab {replab.__version__}\n"
+
+
+def _actions(parser: argparse.ArgumentParser, name: str = "replab"):
+    """Every (command, action) of the parser and of its subcommands."""
+    for action in parser._actions:
+        yield name, action
+        if isinstance(action, argparse._SubParsersAction):
+            for command, subparser in action.choices.items():
+                yield from _actions(subparser, f"{name} {command}")
+
+
+def test_every_option_and_argument_has_help_without_markup():
+    actions = list(_actions(build_parser()))
+    assert {name for name, _ in actions} >= {"replab train", "replab grid", "replab reproduce", "replab generate"}
+    for name, action in actions:
+        where = f"{name} {'/'.join(action.option_strings) or action.dest}"
+        assert action.help and action.help != argparse.SUPPRESS, f"{where}: no help text"
+        assert "``" not in action.help, f"{where}: documentation markup in its help"
+    assert "``" not in build_parser().description
 
 
 def test_data_check_reports_real_data(data_root, capsys):
@@ -134,17 +178,20 @@ def test_bf16_lstm_is_refused_on_a_cpu_without_bf16_instructions(tmp_path, capsy
 @pytest.mark.parametrize(
     "argv,named",
     [
-        (["train", "cnn-resnet", "--layers", "7"], ("cnn-resnet", "--layers", "architecture")),
-        (["train", "lstm-1", "--block", "postnorm"], ("lstm-1", "--block", "num_layers (--layers)")),
-        (["grid", "cnn", "--block", "postnorm"], ("cnn-googlenet", "--block", "architecture")),
+        (["train", "cnn-resnet", "--layers", "7"], "cnn-resnet: the cnn model has no --layers; it takes none of "
+                                                   "the model options (--layers, --block): the experiment id fixes "
+                                                   "its model"),
+        (["train", "lstm-1", "--block", "postnorm"], "lstm-1: the lstm model has no --block; of the model options, it "
+                                                     "takes --layers"),
+        (["grid", "cnn", "--block", "postnorm"], "cnn-googlenet: the cnn model has no --block;"),
     ],
 )
-def test_an_option_the_model_does_not_have_is_refused(tmp_path, capsys, argv, named):
+def test_an_option_the_model_does_not_have_is_refused_naming_the_flags(tmp_path, capsys, argv, named):
     out = tmp_path / "runs"
     assert main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("replab: error:")
-    assert all(text in err for text in named) and "its options:" in err
+    assert len(err.splitlines()) == 1 and err.startswith(f"replab: error: {named}")
+    assert "architecture" not in err and "num_layers" not in err  # fields, not flags a user can type
     assert not out.exists()
 
 

@@ -50,7 +50,7 @@ class _Payload:
 
 
 def test_a_checkpoint_with_a_malicious_pickle_is_refused_and_runs_nothing(tmp_path, capsys):
-    assert cli(tmp_path, "train", "vit-2", "--epochs", "1", *TINY) == 0
+    assert cli(tmp_path, "train", "vit-2", "--epochs", "1", "--keep-checkpoints", *TINY) == 0
     run = RunDir(tmp_path / "vit-2")
     marker = tmp_path / "pwned"
     state = load_checkpoint(run.last_checkpoint)
@@ -75,7 +75,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
     assert cli(tmp_path / "straight", "train", "vit-2", "--epochs", "3", *TINY) == 0
     expected = scores(RunDir(tmp_path / "straight" / "vit-2").read_metrics())
 
-    assert cli(tmp_path / "damaged", "train", "vit-2", "--epochs", "2", *TINY) == 0
+    assert cli(tmp_path / "damaged", "train", "vit-2", "--epochs", "2", "--keep-checkpoints", *TINY) == 0
     run = RunDir(tmp_path / "damaged" / "vit-2")
     assert load_checkpoint(run.previous_checkpoint)["epoch"] == 1 and load_checkpoint(run.last_checkpoint)["epoch"] == 2
     size = run.last_checkpoint.stat().st_size
@@ -89,7 +89,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
 
 
 def test_no_readable_checkpoint_is_a_one_line_error_with_exit_2(tmp_path, capsys):
-    assert cli(tmp_path, "train", "vit-2", "--epochs", "2", *TINY) == 0
+    assert cli(tmp_path, "train", "vit-2", "--epochs", "2", "--keep-checkpoints", *TINY) == 0
     run = RunDir(tmp_path / "vit-2")
     run.last_checkpoint.write_bytes(b"\x00" * 100)
     os.truncate(run.previous_checkpoint, 10)
@@ -385,9 +385,14 @@ def test_sigkill_at_random_moments_then_resume_reaches_the_uninterrupted_metrics
             break  # the run finished before this attempt's fault came due
         killed.append(phase)
     assert {"train", "eval", "save", "rotate"} <= set(killed), killed
+    # a kill after the summary and before the clean-up leaves last.pt behind: else a completed run keeps best.pt alone
+    cleaned_up = attempt.returncode == 0
     if run.read_summary() is None or run.read_summary()["status"] != "completed":
         run_in_fresh_process(tmp_path / "faulty", *KILL_ARGS, "--resume")
+        cleaned_up = True
     assert scores(run.read_metrics()) == expected
     assert run.read_summary()["status"] == "completed"
     assert not list(run.path.glob(".*.tmp"))
-    assert load_checkpoint(run.previous_checkpoint)["epoch"] == 3
+    assert load_checkpoint(run.best_checkpoint)["epoch"] == run.read_summary()["best_epoch"]
+    if cleaned_up:
+        assert sorted(p.name for p in run.path.glob("*.pt")) == ["best.pt"]

@@ -10,7 +10,8 @@ from replab.experiments import EXPERIMENTS, with_overrides
 from replab.generate import SampleSettings, generate, load_lstm, sample
 from replab.models.lstm import LSTM
 from replab.report.runs import load_study
-from replab.report.samples import REPORT_PROMPT, samples_text
+from replab.report.samples import samples_text
+from replab.run_sample import SAMPLE_PROMPT
 from replab.runlog import RunDir, atomic_torch_save
 
 
@@ -133,7 +134,7 @@ def test_report_samples_are_labelled_deterministic_and_skip_runs_without_checkpo
     study = load_study([tmp_path / "runs"])
     runs = [r for r in study.grid("lstm") if not r.missing]
     intro, items = samples_text(runs, data_root)
-    assert "Samples, not results" in intro and REPORT_PROMPT in intro and "seed 0" in intro
+    assert "Samples, not results" in intro and SAMPLE_PROMPT in intro and "seed 0" in intro
     assert items[0].startswith("lstm-1 (best.pt, epoch 3), sample: ") and items[1].startswith("lstm-2: no sample")
     assert samples_text(runs, data_root)[1] == items
     without = samples_text(runs, tmp_path / "no-vocabulary")[1]

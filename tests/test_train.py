@@ -79,7 +79,7 @@ def _data(data_root, monkeypatch):
 def test_vit_run_writes_every_file_and_field(tmp_path):
     assert cli(tmp_path, "train", "vit-2", "--epochs", "2", *TINY_VIT) == 0
     run = RunDir(tmp_path / "vit-2")
-    for path in (run.config, run.metrics, run.summary, run.log, run.last_checkpoint, run.best_checkpoint):
+    for path in (run.config, run.metrics, run.summary, run.log, run.best_checkpoint):
         assert path.exists(), path
     config = run.read_config()
     assert config["experiment"]["id"] == "vit-2" and config["experiment"]["optimizer"] == "adamw"
@@ -107,9 +107,39 @@ def test_vit_run_writes_every_file_and_field(tmp_path):
     assert summary["final_val_accuracy"] == records[-1]["val_accuracy"]
     assert {"loss", "accuracy"} <= set(summary["test_final"]) and summary["test_best"]["epoch"] == best["epoch"]
     assert summary["memory"]["peak_mb"] > 0
-    checkpoint = torch.load(run.last_checkpoint, weights_only=False)
-    assert checkpoint["epoch"] == 2 and {"model", "optimizer", "rng", "scheduler"} <= set(checkpoint)
     assert "epoch 2" in run.log.read_text()
+
+
+def test_a_completed_run_keeps_one_best_checkpoint_of_weights_unless_told_to_keep_all(tmp_path, capsys):
+    """While it trains a run keeps what --resume needs; completed, only best.pt with the weights of its best epoch
+    (what test_best scored); --keep-checkpoints keeps the three checkpoints with the full training state."""
+    assert cli(tmp_path / "lean", "train", "vit-2", "--epochs", "2", *TINY_VIT) == 0
+    lean = RunDir(tmp_path / "lean" / "vit-2")
+    assert sorted(p.name for p in lean.path.glob("*.pt")) == ["best.pt"]
+    best = torch.load(lean.best_checkpoint, weights_only=True)
+    assert set(best) == {"epoch", "model", "best", "experiment"}  # no optimizer, scheduler, RNG: nothing resumes
+    summary = lean.read_summary()
+    assert best["epoch"] == summary["best_epoch"] == summary["test_best"]["epoch"]
+    assert "deleted last.pt and previous.pt" in lean.log.read_text()
+
+    assert cli(tmp_path / "kept", "train", "vit-2", "--epochs", "2", "--keep-checkpoints", *TINY_VIT) == 0
+    kept = RunDir(tmp_path / "kept" / "vit-2")
+    assert sorted(p.name for p in kept.path.glob("*.pt")) == ["best.pt", "last.pt", "previous.pt"]
+    last = torch.load(kept.last_checkpoint, weights_only=True)
+    assert last["epoch"] == 2 and {"model", "optimizer", "rng", "scheduler"} <= set(last)
+    kept_best = torch.load(kept.best_checkpoint, weights_only=True)
+    assert {"optimizer", "rng"} <= set(kept_best) and kept_best["epoch"] == best["epoch"]
+    assert all(torch.equal(kept_best["model"][k], v) for k, v in best["model"].items())  # the same weights
+    assert scores(kept.read_metrics()) == scores(lean.read_metrics())  # the same training, bit for bit
+    assert kept.read_summary()["test_best"] == summary["test_best"]
+
+    capsys.readouterr()  # more epochs for a completed run: only with its training state
+    assert cli(tmp_path / "lean", "train", "vit-2", "--epochs", "3", "--resume", *TINY_VIT) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "kept only best.pt" in err and "--overwrite" in err
+    assert len(lean.read_metrics()) == 2 and lean.read_summary()["status"] == "completed"  # left as it was
+    assert cli(tmp_path / "kept", "train", "vit-2", "--epochs", "3", "--resume", *TINY_VIT) == 0
+    assert len(kept.read_metrics()) == 3
 
 
 def test_lstm_run_logs_perplexity_and_embeddings(tmp_path):
@@ -365,8 +395,8 @@ def test_resume_inside_an_epoch_gives_the_uninterrupted_metrics(tmp_path, monkey
 def test_no_checkpoint_inside_an_epoch_with_checkpoint_minutes_0(tmp_path, monkeypatch):
     saved = []
     save = RunDir.save_checkpoints
-    monkeypatch.setattr(RunDir, "save_checkpoints", lambda self, state, best: saved.append(state) or save(self, state,
-                                                                                                             best))
+    monkeypatch.setattr(RunDir, "save_checkpoints",
+                        lambda self, state, best=None: saved.append(state) or save(self, state, best))
     args = ["train", "vit-2", "--epochs", "2", *TINY_VIT]
     assert cli(tmp_path / "none", *args, "--checkpoint-minutes", "0") == 0
     assert [s["epoch"] for s in saved] == [1, 2] and not any("partial" in s for s in saved)
@@ -419,15 +449,45 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert two.read_config()["world_size"] == 2
     for a, b in zip(scores(one.read_metrics()), scores(two.read_metrics()), strict=True):
         assert_scores_close(a, b, rel_tol=1e-4, abs_tol=1e-5)
-    # only rank 0 writes: one metrics line per epoch
+    # only rank 0 writes: one metrics line per epoch, and one console: each line once, one closing line
     assert len(two.metrics.read_text().splitlines()) == 2
     assert json.loads(two.summary.read_text())["status"] == "completed"
+    assert double.stdout.count("vit-2: completed") == 1 and double.stdout.strip() == single.stdout.strip()
+    assert double.stderr.count("epoch 1: train loss") == 1 and double.stderr.count("epoch 2: train loss") == 1
+    for result in (single, double):  # the closing line once, on standard output, not also in the log
+        assert "vit-2: completed" not in result.stderr and "vit-2 completed" not in result.stderr
+    assert "rank 1" not in double.stderr  # rank 1 had nothing to warn about
+
+
+def test_under_ddp_other_ranks_write_only_warnings_and_errors_prefixed_with_their_rank(capsys):
+    """The console handler of rank 1: its info lines are dropped, its warnings carry ``rank 1:``; its standard
+    output is discarded; rank 0's console is the plain one."""
+    import logging
+
+    from replab.console import configure_logging, error_line, main_process_output
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    try:
+        for rank, expected in ((1, "rank 1: WARNING: disk nearly full\n"), (0, "an epoch line\ndisk nearly full\n")):
+            root.handlers.clear()
+            configure_logging(rank=rank)
+            logging.getLogger("replab.test").info("an epoch line")
+            logging.getLogger("replab.test").warning("disk nearly full")
+            with main_process_output(rank=rank):
+                print("vit-2: completed")
+            captured = capsys.readouterr()
+            assert captured.err == expected and captured.out == ("vit-2: completed\n" if rank == 0 else "")
+    finally:
+        root.handlers[:] = saved
+    assert error_line("bad", rank=1) == "rank 1: replab: error: bad" and error_line("bad", rank=0).startswith("replab")
 
 
 @pytest.mark.slow
 def test_ddp_checkpoint_inside_an_epoch_holds_every_ranks_sums_and_resumes(tmp_path):
     args = ["train", "vit-2", "--epochs", "1", "--batch-size", "16", "--limit-train-batches", "3",
-            "--limit-eval-batches", "2", "--no-progress", "--device", "cpu", "--checkpoint-minutes", "1e-9"]
+            "--limit-eval-batches", "2", "--no-progress", "--device", "cpu", "--checkpoint-minutes", "1e-9",
+            "--keep-checkpoints"]
     straight = _torchrun(tmp_path, 2, *args)
     assert straight.returncode == 0, straight.stderr[-3000:]
     run = RunDir(tmp_path / "vit-2")

@@ -58,8 +58,8 @@ TEST_BATCH = "test_batch"
 META = "batches.meta"
 
 _HOW_TO_GET = (
-    "Set REPLAB_DATA (or pass --data-dir) to the folder holding cifar10/cifar-10-batches-py, "
-    "or fetch the official archive with `replab data download`."
+    "The data folder (--data-dir, else $REPLAB_DATA, else ./data) must hold cifar10/cifar-10-batches-py: "
+    "`replab data download` fetches the official archive into it."
 )
 
 

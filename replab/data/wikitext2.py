@@ -40,8 +40,8 @@ SPLITS = ("train", "validation", "test")
 BREAK_MODES = ("none", "lines", "complete")
 
 _HOW_TO_GET = (
-    "Set REPLAB_DATA (or pass --data-dir) to the folder holding wikitext2/wiki.{train,validation,test}.npz; "
-    "the data is the course's preprocessed (GPT-1 BPE tokenized) Wikitext-2."
+    "The data folder (--data-dir, else $REPLAB_DATA, else ./data) must hold "
+    "wikitext2/wiki.{train,validation,test}.npz, the course's preprocessed (GPT-1 BPE tokenized) Wikitext-2."
 )
 
 

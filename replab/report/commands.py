@@ -12,7 +12,8 @@
     ``discussion.md`` beside the runs folder). Unfinished, diverged and missing runs are shown as such; runs with
     batch limits or changed hyperparameters are flagged as not being at their full setting.
 
-``replab reproduce [--quick] [--with-cnn] [--out DIR] [--data-dir D] [--device DEV] [--amp MODE] [--dry-run] [--yes]``
+``replab reproduce [--quick] [--with-cnn] [--out DIR] [--data-dir D] [--device DEV] [--amp MODE] [--dry-run] [--yes]
+[--keep-checkpoints]``
     Trains the LSTM grid and the ViT grid (and the four CNN baselines with ``--with-cnn``) into ``DIR/runs``,
     one run after another, skipping completed runs and resuming unfinished ones, then writes the report into
     ``DIR/report``. Run it again after an interruption: it continues where it stopped. Without ``--quick``:
@@ -22,13 +23,18 @@
     peak memory (``replab.estimate``), writing nothing. The full profile on a CPU prints that estimate first and,
     above 2 hours, asks ``Continue? [y/N]`` on a terminal; ``--yes`` skips the question, and without ``--yes`` a
     non-interactive input ends with exit code 2 and the estimate in the message. The quick profile never asks.
+    On disk, each completed run keeps its logs and one ``best.pt`` with its weights only (``replab.checkpoints``):
+    about 0.85 GB for the six LSTMs (136-162 MB each), 50 MB for the seven ViTs (``reproduce --quick``: 867 MiB in
+    all, ``du -sh``); the run in progress also holds ``last.pt`` and ``previous.pt`` (0.4-0.5 GB each for an LSTM)
+    until it completes, so the folder peaks near 1.8 GB while lstm-6 trains. ``--keep-checkpoints`` keeps all
+    three for every run, with the full training state (about 7.7 GB for the LSTM grid).
 
-    ``--quick`` (default DIR ``reproduce-quick``) shows the whole system end to end on a laptop CPU in about ten
-    minutes, with the profile ``QUICK`` below: every configuration for 2 epochs; the LSTM on 2 training
-    batches and 1 evaluation batch per epoch (an LSTM step takes a few seconds on a CPU: the 40k-word output
-    layer dominates), the ViT on 10 training and 3 evaluation batches, the CNNs (``--with-cnn``) on 10 and 5.
-    Its numbers demonstrate the pipeline, not the specification's results, and the report says so. Quick and
-    full runs never mix: DIR records its profile in ``reproduce.json`` and a different profile is refused.
+    ``--quick`` (default DIR ``reproduce-quick``) shows the whole system end to end on a laptop CPU in 10 to 15
+    minutes and under 1 GB of disk, with the profile ``QUICK`` below: every configuration for 2 epochs; the LSTM
+    on 2 training batches and 1 evaluation batch per epoch (an LSTM step takes a few seconds on a CPU: the
+    40k-word output layer dominates), the ViT on 10 training and 3 evaluation batches, the CNNs (``--with-cnn``)
+    on 10 and 5. Its numbers demonstrate the pipeline, not the specification's results, and the report says so.
+    Quick and full runs never mix: DIR records its profile in ``reproduce.json`` and a different profile is refused.
 """
 
 from __future__ import annotations
@@ -127,7 +133,8 @@ def _grids(args, profile: Profile, runs: Path) -> list[tuple[str, list[str], Run
         settings = profile.grids[grid]
         run_settings = RunSettings(device=args.device, amp=args.amp, data_dir=args.data_dir, out=str(runs),
                                    progress=args.progress, limit_train_batches=settings.limit_train_batches,
-                                   limit_eval_batches=settings.limit_eval_batches)
+                                   limit_eval_batches=settings.limit_eval_batches,
+                                   keep_checkpoints=args.keep_checkpoints)
         plan.append((grid, ids, run_settings, {"epochs": settings.epochs, "batch_size": settings.batch_size}))
     return plan
 
@@ -198,27 +205,32 @@ def cmd_reproduce(args) -> int:
 
 def add_report_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``report`` and ``reproduce`` on the ``replab`` command's subparsers."""
+    from replab.cli import DATA_DIR_HELP, DEVICE_HELP, KEEP_CHECKPOINTS_HELP, PROGRESS_HELP
+
     report = commands.add_parser("report", help="figures, tables and findings from run folders")
     report.add_argument("runs", nargs="*", default=["runs"], metavar="RUNS_DIR", help="run folders (default: runs)")
-    report.add_argument("--out", default="report", help="report folder (default: report)")
+    report.add_argument("--out", default="report", metavar="DIR", help="report folder (default: report)")
     report.add_argument("--link-figures", action="store_true",
                         help="report.html links figures/*.png instead of embedding them (small; keep the folder whole)")
-    report.add_argument("--data-dir", help="data folder whose GPT-1 vocabulary (gpt1-bpe/) decodes the LSTM samples "
-                        "(default: $REPLAB_DATA, else ./data)")
+    report.add_argument("--data-dir", metavar="DIR", help="data folder whose GPT-1 vocabulary (gpt1-bpe/) decodes "
+                        "the samples of LSTM runs without sample.json (default: $REPLAB_DATA, else ./data)")
     report.add_argument("--discussion", metavar="FILE", help="the written discussion, one '## Problem P QN' heading "
                         "per question (default: discussion.md beside the runs folder, if there is one)")
     report.set_defaults(handler=cmd_report)
 
     reproduce = commands.add_parser("reproduce", help="train the grids, resuming what finished, then the report")
     reproduce.add_argument("--quick", action="store_true",
-                           help="the quick profile: 2 epochs on a few batches, the whole system in minutes")
+                           help="the quick profile: 2 epochs on a few batches, the whole system in 10-15 minutes on "
+                           "a laptop CPU, under 1 GB on disk (default: the specification's full settings)")
     reproduce.add_argument("--with-cnn", action="store_true", help="also train the four CNN baselines")
-    reproduce.add_argument("--out", help="folder for runs/ and report/ (default: reproduce, or reproduce-quick)")
-    reproduce.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
-    reproduce.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    reproduce.add_argument("--amp", choices=AMP_MODES, default="none", help="autocast precision")
-    reproduce.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                           help="tqdm progress bars (default: on when stderr is a terminal)")
+    reproduce.add_argument("--out", metavar="DIR",
+                           help="folder for runs/ and report/ (default: reproduce, or reproduce-quick)")
+    reproduce.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    reproduce.add_argument("--device", default="auto", help=DEVICE_HELP)
+    reproduce.add_argument("--amp", choices=AMP_MODES, default="none",
+                           help="autocast precision: none (fp32), bf16 or fp16 (CUDA) (default: none)")
+    reproduce.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=PROGRESS_HELP)
+    reproduce.add_argument("--keep-checkpoints", action="store_true", help=KEEP_CHECKPOINTS_HELP)
     reproduce.add_argument("--dry-run", action="store_true",
                            help="time a few real steps of every run, print the estimated time and memory; no files")
     reproduce.add_argument("--yes", action="store_true",

@@ -31,7 +31,8 @@ def _markdown(folder: Path) -> dict[str, str]:
     return {str(f.relative_to(folder)): f.read_text() for f in files if f.exists()}
 
 
-PUBLISHED = ("config.json", "metrics.jsonl", "summary.json", "train.log")  # what git holds of a run (no checkpoints)
+# What git holds of a run (no checkpoints): its records, and an LSTM's text sample
+PUBLISHED = ("config.json", "metrics.jsonl", "summary.json", "train.log", "sample.json")
 
 
 def _published_files() -> list[Path]:

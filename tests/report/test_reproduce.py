@@ -6,7 +6,9 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
+from replab import runlog
 from replab.cli import build_parser, main
 from replab.report import commands
 from replab.report.commands import QUICK, _grids, check_profile
@@ -49,6 +51,9 @@ def test_reproduce_passes_the_progress_choice_to_every_run(tmp_path, flag, progr
     plan = _grids(args, QUICK, tmp_path / "runs")
     assert [grid for grid, *_ in plan] == ["lstm", "vit", "cnn"]
     assert all(run_settings.progress is progress for _, _, run_settings, _ in plan)
+    assert not any(run_settings.keep_checkpoints for _, _, run_settings, _ in plan)
+    kept = _grids(build_parser().parse_args(["reproduce", "--keep-checkpoints"]), QUICK, tmp_path / "runs")
+    assert all(run_settings.keep_checkpoints for _, _, run_settings, _ in kept)
 
 
 @pytest.mark.slow
@@ -67,3 +72,44 @@ def test_reproduce_quick_end_to_end(data_root, tmp_path, tiny_quick_profile):
     for name in ("vit-1-curves.png", "vit-7-curves.pdf", "vit-overlay.png", "vit-memory.png"):
         assert (report / "figures" / name).exists()
     assert (report / "report.html").stat().st_size > 10_000
+
+
+def _disk_use(folder) -> int:
+    """Bytes in the files under ``folder`` (what ``du`` counts, near enough)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_a_quick_reproduction_keeps_one_checkpoint_of_weights_per_run(data_root, tmp_path, monkeypatch):
+    """The disk budget of ``reproduce --quick``, on a quick profile with small limits (an LSTM and a ViT for 2 epochs
+    of 1 batch): each completed run keeps its best weights once and its logs; nothing else of size. The whole
+    folder stays within the weights plus 2 MB a run (logs, the LSTM's sample) and the report; the training state
+    it held while training (about three times the weights, twice over for an LSTM) is gone."""
+    small = commands.GridProfile(epochs=2, batch_size=2, limit_train_batches=1, limit_eval_batches=1)
+    monkeypatch.setattr(commands, "QUICK", commands.Profile("quick", {g: small for g in QUICK.grids},
+                                                            ("lstm-1", "vit-1")))
+    peak = []
+    save = runlog.atomic_torch_save
+
+    def measured_save(path, obj, keep_previous=None):
+        save(path, obj, keep_previous)
+        peak.append(_disk_use(tmp_path / "runs"))
+
+    monkeypatch.setattr(runlog, "atomic_torch_save", measured_save)
+    argv = ["reproduce", "--quick", "--out", str(tmp_path), "--data-dir", str(data_root), "--device", "cpu",
+            "--no-progress"]
+    assert main(argv) == 0
+    runs = tmp_path / "runs"
+    weights = 0
+    for run_id in ("lstm-1", "vit-1"):
+        folder = runs / run_id
+        assert sorted(p.name for p in folder.glob("*.pt")) == ["best.pt"], run_id
+        best = torch.load(folder / "best.pt", weights_only=True)
+        assert "optimizer" not in best and best["epoch"] == json.loads((folder / "summary.json").read_text())[
+            "best_epoch"]
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in best["model"].values()}
+        weights += sum(storages.values())  # each once: the LSTM's output layer shares its embedding's weights
+    assert (runs / "lstm-1" / "sample.json").exists()
+    assert _disk_use(runs) <= weights + 2 * 2**20 * 2
+    assert _disk_use(tmp_path) <= _disk_use(runs) + _disk_use(tmp_path / "report") + 2**16
+    assert max(peak) > 3 * weights  # while training, the runs held their training state too

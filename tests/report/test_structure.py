@@ -127,7 +127,7 @@ def test_wrapping_keeps_the_words_and_never_opens_a_block(words, width):
         first = line[2:].split()[0]
         assert not re.fullmatch(r"[-+*]|#{1,6}|>.*|\d{1,9}[.)]|\|.*|=+|-{2,}|`{3,}.*|~{3,}.*", first), lines
     for line in lines:  # longer only for an overlong word, or to keep a block opener off the start of a line
-        assert len(line) <= width or len(line.split()) == 1 or any(re.fullmatch(
+        assert len(line) <= width or len(line[2:].split()) == 1 or any(re.fullmatch(
             r"[-+*]|#{1,6}|>.*|\d{1,9}[.)]|\|.*|=+|-{2,}|`{3,}.*|~{3,}.*", w) for w in line.split()[1:]), line
 
 
