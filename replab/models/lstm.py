@@ -311,13 +311,18 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         rows = row_weights.nonzero().squeeze(1)  # the rows that count; None when all do: contiguous chunks
         rows = None if rows.numel() == row_weights.numel() else rows
+        # In float16 the logits' gradients (softmax - onehot) * row weight, ~1e-9 for 40k words and 4k rows,
+        # underflow, and a GradScaler cannot lift them: it scales only after this pass. They are formed divided by
+        # the largest row weight instead (so at most 1), and backward multiplies it back in float32.
+        unit = row_weights.max() if compute_dtype == torch.float16 and row_weights.numel() else None
         with torch.autocast(features.device.type, enabled=False):
             x = features.detach().to(compute_dtype)
             w = weight.detach().to(compute_dtype)
             for index, xc, tc, probas, buffer, nll_c in _softmax_chunks(x, w, targets, rows, chunk):
                 nll[index] = nll_c
                 if need_x or need_w:  # d loss / d logits = (softmax - onehot) * row weight
-                    gradient = _softmax_minus_onehot(probas, tc, buffer, row_weights[index])
+                    scale = row_weights[index] if unit is None else row_weights[index] / unit
+                    gradient = _softmax_minus_onehot(probas, tc, buffer, scale)
                     if need_x:
                         grad_x[index] = torch.mm(gradient, w)
                     if need_w:
@@ -328,14 +333,17 @@ class _FusedLinearWeightedNLL(torch.autograd.Function):
         loss = (nll * row_weights).sum()
         ctx.mark_non_differentiable(nll)
         ctx.dtypes = features.dtype, weight.dtype
-        ctx.save_for_backward(grad_x, grad_w)
+        ctx.save_for_backward(grad_x, grad_w, unit)
         return loss, nll
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss, _grad_nll):
-        grad_x, grad_w = ctx.saved_tensors
+        grad_x, grad_w, unit = ctx.saved_tensors
         features_dtype, weight_dtype = ctx.dtypes
+        if unit is not None:  # float16: the largest row weight multiplied back, in float32
+            grad_loss = grad_loss.float() * unit
+            grad_x = None if grad_x is None else grad_x.float()
         grad_features = None if grad_x is None else (grad_x * grad_loss.to(grad_x.dtype)).to(features_dtype)
         grad_weight = None if grad_w is None else (grad_w * grad_loss.float()).to(weight_dtype)
         return grad_features, grad_weight, None, None, None, None, None

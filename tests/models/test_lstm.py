@@ -245,6 +245,29 @@ def test_weighted_nll_bf16_autocast_close_to_the_autocast_reference():
         torch.testing.assert_close(a, b, atol=0.05 * b.abs().max().item(), rtol=0.02)
 
 
+
+@pytest.mark.parametrize("loss_scale", [1.0, 2.0**15, 2.0**16])  # 2**16: a GradScaler's first scale
+def test_weighted_nll_fp16_autocast_keeps_the_small_gradients_loss_scaling_would(loss_scale):
+    """fp16 (a T4's --amp fp16): the logits' gradients (softmax - onehot) * row weight are ~1e-9 here (1/4096 per
+    row, 4096 words), below float16's range; the gradients must still match float32's as closely as a float16
+    ``nn.Linear`` + log-softmax under the same loss scale does, and stay finite."""
+    torch.manual_seed(10)
+    x = torch.randn(64, 32, requires_grad=True)
+    w = (0.05 * torch.randn(4096, 32)).requires_grad_()
+    t, row_weights = torch.randint(0, 4096, (64,)), torch.full((64,), 1 / 4096)
+    exact = torch.autograd.grad(fused_linear_weighted_nll(x, w, t, row_weights)[0], [x, w])
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss, _ = fused_linear_weighted_nll(x, w, t, row_weights, chunk_rows=16)
+        logits = F.linear(x, w)
+    reference = (-torch.log_softmax(logits.float(), -1).gather(1, t[:, None]).squeeze(1) * row_weights).sum()
+    got = torch.autograd.grad(loss * loss_scale, [x, w])
+    unfused = torch.autograd.grad(reference * min(loss_scale, 2.0**15), [x, w])  # 2**16 overflows it: its scaler halves
+    for g, u, e in zip(got, unfused, exact, strict=True):
+        assert torch.isfinite(g).all()
+        error = ((g / loss_scale - e).norm() / e.norm()).item()
+        assert error <= max(2 * ((u / min(loss_scale, 2.0**15) - e).norm() / e.norm()).item(), 1e-3)
+
+
 def test_no_gradient_work_under_no_grad_even_for_parameters_that_require_grad(monkeypatch):
     """Evaluation (``torch.no_grad()``) of a model whose tied embeddings are learned: only the NLL is computed,
     not the (softmax - onehot) gradient terms nor their matrix products; with grad mode on, they are."""
