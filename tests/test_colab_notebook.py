@@ -27,9 +27,11 @@ nbformat = pytest.importorskip("nbformat")
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "colab.ipynb"
-# What the tests change after the notebook's parameters cell (as papermill would): one small grid, tiny runs.
+# What the tests change after the notebook's parameters cell (as papermill would): one small grid, tiny runs, and
+# the cost cell's estimate, which the CPU demo skips by default.
 TEST_PARAMETERS = ('GRIDS = ["cnn"]\n'
-                   'OPTIONS = {"cnn": "--epochs 1 --batch-size 8 --limit-train-batches 1 --limit-eval-batches 1"}')
+                   'OPTIONS = {"cnn": "--epochs 1 --batch-size 8 --limit-train-batches 1 --limit-eval-batches 1"}\n'
+                   'ESTIMATE = True')
 FIRST_RUN = "cnn-googlenet"  # the first run of the CNN grid
 
 
@@ -206,6 +208,7 @@ def test_every_cell_runs_without_error_in_cpu_mode(executed):
             errors = [output for output in cell.outputs if output.output_type == "error"]
             assert not errors, f"cell {cell.id} failed: {errors}"
     assert "--amp none" in _text(_cell(nb, "precision"))  # fp32 on the CPU, with its reason
+    assert FIRST_RUN in _text(_cell(nb, "cost"))  # the estimate's table (the run completed: cost 0)
 
 
 @pytest.mark.slow
