@@ -86,6 +86,32 @@ def native_bf16_cpu() -> bool | None:
     return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
+def native_bf16_cuda(device: torch.device) -> bool:
+    """Whether the GPU computes in bf16 natively (compute capability 8.0+: A100, L4, H100; and ROCm GPUs). Older
+    ones (T4, V100) only emulate it, much more slowly: ``torch.cuda.is_bf16_supported()`` says yes to those too."""
+    return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def choose_amp(device: torch.device) -> tuple[str, str]:
+    """The ``--amp`` precision to train with on ``device``, and the reason, in one line.
+
+    ``bf16`` where the GPU computes in bf16 natively (fp32's range: no loss scaling); else ``fp16`` where it has fp16
+    tensor cores (compute capability 7.x: V100, T4; the trainer scales the loss with a ``GradScaler``); else ``none``
+    (fp32): GPUs without tensor cores, the CPU (bf16 there pays only with bf16 instructions, not for every model,
+    and replab's CPU runs are fp32) and MPS.
+    """
+    if device.type != "cuda":
+        return "none", f"no CUDA GPU (device {device.type}): fp32"
+    major, minor = torch.cuda.get_device_capability(device)
+    gpu = f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+    if native_bf16_cuda(device):
+        return "bf16", f"{gpu} computes in bf16 natively: bf16 autocast, with fp32's range (no loss scaling)"
+    if major >= 7:
+        return "fp16", (f"{gpu} has no native bf16 (it needs 8.0+) but fp16 tensor cores: fp16 autocast, the loss "
+                        "scaled by a GradScaler so that small gradients do not underflow")
+    return "none", f"{gpu} has neither bf16 nor fp16 tensor cores: fp32"
+
+
 def cpu_capability() -> str | None:
     """The vector instructions PyTorch's CPU kernels use here (``AVX2``, ``AVX512``, ...; None where unknown): two
     CPUs of one name can differ in it, and so in speed and in the last digits of results."""
@@ -192,6 +218,8 @@ class MemoryMonitor:
             try:
                 self._read = _NvmlProcessMemory(device)
                 self.source = "nvml"
+                if self._read() is None:  # NVML does not list this process: a container's own PIDs (Colab)
+                    raise LookupError("this process is not among NVML's")
             except Exception:  # no NVML library or no permission: PyTorch's own view of the device
                 self._read = lambda: torch.cuda.memory_reserved(device) / 2**20
                 self.source = "torch_reserved"

@@ -49,6 +49,7 @@ from replab.system import (
     Stopwatch,
     environment,
     native_bf16_cpu,
+    native_bf16_cuda,
     pick_device,
     release_free_memory,
 )
@@ -137,6 +138,9 @@ class Trainer:
             raise RunError("--amp fp16 needs a CUDA device (use --amp bf16 on the CPU)")
         if amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise RunError("this GPU does not support bf16: use --amp fp16")
+        if amp == "bf16" and self.device.type == "cuda" and not native_bf16_cuda(self.device):
+            log.warning("this GPU has no native bf16 (compute capability below 8.0, e.g. a T4): bf16 is emulated and "
+                        "much slower than fp16 here (use --amp fp16)")
 
     def autocast(self):
         if self.settings.amp == "none":

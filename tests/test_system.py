@@ -10,7 +10,15 @@ import sys
 import pytest
 import torch
 
-from replab.system import StopSignals, environment, release_free_memory, resident_memory_mb
+import replab.system
+from replab.system import (
+    MemoryMonitor,
+    StopSignals,
+    choose_amp,
+    environment,
+    release_free_memory,
+    resident_memory_mb,
+)
 
 GLIBC = sys.platform.startswith("linux") and "libc.so.6" in (ctypes.util.find_library("c") or "")
 
@@ -62,3 +70,42 @@ def test_stop_signals_turn_the_first_signal_into_a_request_and_leave_an_ignored_
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def _fake_gpu(monkeypatch, name: str, capability: tuple[int, int], hip: str | None = None) -> torch.device:
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.version, "hip", hip)
+    return torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize(("name", "capability", "amp"), [
+    ("NVIDIA A100-SXM4-40GB", (8, 0), "bf16"),
+    ("NVIDIA L4", (8, 9), "bf16"),
+    ("NVIDIA H100 80GB HBM3", (9, 0), "bf16"),
+    ("Tesla T4", (7, 5), "fp16"),
+    ("Tesla V100-SXM2-16GB", (7, 0), "fp16"),
+    ("Tesla P100-PCIE-16GB", (6, 0), "none"),
+])
+def test_choose_amp_follows_the_gpus_native_precisions(monkeypatch, name, capability, amp):
+    chosen, reason = choose_amp(_fake_gpu(monkeypatch, name, capability))
+    assert chosen == amp
+    assert name in reason and f"compute capability {capability[0]}.{capability[1]}" in reason
+    assert ("GradScaler" in reason) == (amp == "fp16")
+
+
+def test_choose_amp_bf16_on_rocm_and_fp32_off_cuda(monkeypatch):
+    assert choose_amp(_fake_gpu(monkeypatch, "AMD Instinct MI250X", (9, 0), hip="6.0"))[0] == "bf16"
+    for device in (torch.device("cpu"), torch.device("mps")):
+        amp, reason = choose_amp(device)
+        assert amp == "none" and "fp32" in reason and device.type in reason
+
+
+@pytest.mark.parametrize(("seen", "source"), [(1234.5, "nvml"), (None, "torch_reserved")])
+def test_gpu_memory_comes_from_nvml_only_where_it_lists_this_process(monkeypatch, seen, source):
+    """NVML inside a container (Colab) lists no process of ours: PyTorch's reserved memory is measured instead."""
+    monkeypatch.setattr(replab.system, "_NvmlProcessMemory", lambda device: (lambda: seen))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 512 * 2**20)
+    monitor = MemoryMonitor(torch.device("cuda", 0))
+    assert monitor.source == source
+    assert monitor._read() == (seen if seen is not None else 512.0)

@@ -178,6 +178,21 @@ def test_completed_run_is_not_overwritten_without_overwrite(tmp_path, capsys):
     assert len(run.read_config()["attempts"]) == 1  # a fresh start: no history of the run it replaced
 
 
+
+def test_bf16_on_a_gpu_that_only_emulates_it_warns_and_names_fp16(tmp_path, monkeypatch, caplog):
+    """A T4 (compute capability 7.5): ``torch.cuda.is_bf16_supported()`` says yes (emulation), the trainer warns."""
+    import replab.train
+    from replab.experiments import RunSettings, get_experiment
+
+    monkeypatch.setattr(replab.train, "pick_device", lambda name: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    for capability, warned in (((7, 5), True), ((8, 0), False)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        caplog.clear()
+        Trainer(get_experiment("vit-2"), RunSettings(amp="bf16", out=str(tmp_path)))
+        assert ("bf16 is emulated" in caplog.text and "--amp fp16" in caplog.text) == warned
+
+
 def test_attempt_history_keeps_the_first_start_and_rebuilds_an_older_config():
     now = {"started": "2026-11-29T14:24:02+0000", "from_epoch": 8, "from_step": 0, "git_commit": "new"}
     assert attempt_history(None, now) == {"started": now["started"], "attempts": [now]}
