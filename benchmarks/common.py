@@ -22,7 +22,7 @@ import torch
 
 from replab.cli import _positive_int
 from replab.runlog import atomic_write_json
-from replab.system import cpu_flags, native_bf16_cpu, synchronize
+from replab.system import SPEED_VARIABLES, cpu_flags, native_bf16_cpu, synchronize
 
 DEFAULT_OUT_DIR = Path("bench-results")
 
@@ -227,8 +227,7 @@ def machine_info(device: torch.device) -> dict:
         "load_average_start": _load_average(),
         # OpenMP's wait policy decides how a 2-core machine shared with other processes behaves: spinning
         # threads (the default) lose whole time slices when oversubscribed; PASSIVE lets them sleep
-        "environment_variables": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY",
-                                                                  "GOMP_SPINCOUNT", "MKL_NUM_THREADS")},
+        "environment_variables": {k: os.environ.get(k) for k in SPEED_VARIABLES},
     })
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

@@ -121,6 +121,9 @@ def cpu_capability() -> str | None:
         return None
 
 
+SPEED_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "THP_MEM_ALLOC_ENABLE")
+
+
 def environment(device: torch.device) -> dict:
     """Versions, machine and device, as recorded next to every run's metrics. On the CPU the device name carries the
     kernels' vector instructions (``AMD EPYC, AVX512``), so that runs on different CPUs of one name stay apart."""
@@ -139,6 +142,9 @@ def environment(device: torch.device) -> dict:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "hostname": platform.node(),
+        # the settings of the environment that change speed (threads, OpenMP's waiting, huge pages for PyTorch's
+        # CPU allocations), those that are set
+        "environment_variables": {k: os.environ[k] for k in SPEED_VARIABLES if k in os.environ},
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

@@ -109,3 +109,14 @@ def test_gpu_memory_comes_from_nvml_only_where_it_lists_this_process(monkeypatch
     monitor = MemoryMonitor(torch.device("cuda", 0))
     assert monitor.source == source
     assert monitor._read() == (seen if seen is not None else 512.0)
+
+
+def test_environment_records_the_speed_variables_that_are_set(monkeypatch):
+    from replab.system import SPEED_VARIABLES, environment
+
+    for name in SPEED_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
+    recorded = environment(torch.device("cpu"))["environment_variables"]
+    assert recorded == {"OMP_WAIT_POLICY": "PASSIVE", "THP_MEM_ALLOC_ENABLE": "1"}
