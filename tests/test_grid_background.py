@@ -61,6 +61,17 @@ def recorded(tmp_path: Path, count: int) -> list[str]:
     return lines
 
 
+def wait_until_ended(pid_file: Path) -> None:
+    pid = int(pid_file.read_text())
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the stand-in grid {pid} did not end")
+
+
 def test_first_start_pins_estimates_and_starts_then_a_second_leaves_it_alone(setup):
     repo, env, tmp_path = setup
     first = git(repo, "rev-parse", "HEAD~1")
@@ -71,7 +82,7 @@ def test_first_start_pins_estimates_and_starts_then_a_second_leaves_it_alone(set
     assert git(home, "rev-parse", "HEAD") == first and (home / "file").read_text() == "first"
     assert "estimated" in (home / "dry-run.txt").read_text()
     calls = recorded(tmp_path, 2)
-    expected = f"{home} -m replab grid lstm --out results/runs --no-progress --amp bf16"
+    expected = f"{home} -m replab grid lstm --out runs --no-progress --amp bf16"
     assert calls == [f"{expected} --dry-run", expected]
     again = run(repo, env, "lstm")
     assert again.returncode == 0 and "running already" in again.stdout
@@ -84,7 +95,7 @@ def test_a_later_start_resumes_with_the_same_commit_and_options_and_refuses_othe
     first, second = git(repo, "rev-parse", "HEAD~1"), git(repo, "rev-parse", "HEAD")
     assert run(repo, env, "lstm", first, "--", "--amp", "bf16").returncode == 0
     recorded(tmp_path, 2)
-    time.sleep(0.3)  # the stand-in grid has ended: the next start resumes it
+    wait_until_ended(tmp_path / "grid-lstm" / "grid.pid")  # the stand-in grid has ended: the next start resumes it
     other_commit = run(repo, env, "lstm", second)
     assert other_commit.returncode == 2 and "one commit" in other_commit.stderr
     other_options = run(repo, env, "lstm", "--", "--amp", "none")
