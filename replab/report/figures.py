@@ -392,7 +392,7 @@ def memory_bars(study: Study, grid: str, folder: Path) -> Figure | None:
     fig.legend(handles=[*handles, ticks], loc="outside lower center", ncol=1 if len(devices) > 1 else 2)
     sources = sorted({str(r.memory.get("source")) for r in runs})
     ax.set_xlabel(f"memory (MiB; {', '.join(sources)})")
-    ax.set_title(f"{GRID_TITLES[grid]}: memory per configuration", loc="left")
+    ax.set_title(f"{GRID_TITLES[grid]}: memory", loc="left")  # short: it starts after the bar labels
     demo = _mark_demo(fig, runs)
     where = (f" on {devices[0]}" if len(devices) == 1 else "; " + "; ".join(
         f"{name} bars on {device}: {', '.join(r.key for r in runs if r.device == device)}"

@@ -267,22 +267,31 @@ def test_every_title_and_label_of_the_figures_lies_inside_the_figure(tmp_path, m
     def checked_save(fig, folder, stem, caption):
         fig.canvas.draw()
         renderer, box = fig.canvas.get_renderer(), fig.bbox
+        texts = [fig._suptitle] if fig._suptitle else []  # a demo's mark
         for axes in fig.axes:
-            for text in [axes.title, axes._left_title, axes.xaxis.label, axes.yaxis.label]:
-                if text.get_text():
-                    extent = text.get_window_extent(renderer)
-                    assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, f"{stem}: {text.get_text()!r}"
+            texts += [axes.title, axes._left_title, axes.xaxis.label, axes.yaxis.label]
+        for text in texts:
+            if text.get_text():
+                extent = text.get_window_extent(renderer)
+                assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, f"{stem}: {text.get_text()!r}"
+                assert box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1, f"{stem}: {text.get_text()!r}"
         checked.append(stem)
         return save(fig, folder, stem, caption)
 
     monkeypatch.setattr(figures, "_save", checked_save)
     write_run(tmp_path, "lstm-1", [400.0], [700.0], status=None, epochs=10)
     write_run(tmp_path, "cnn-densenet", [0.5, 0.6], [0.4, 0.6], status=None, epochs=10)
+    write_run(tmp_path, "cnn-resnet", [0.5, 0.6], [0.4, 0.6], environment={"device_name": "Test CPU, AVX512"})
     write_run(tmp_path, "vit-7", [0.3, 0.4], [0.3, 0.4], status=None, epochs=10)
+    write_run(tmp_path, "vit-2", [0.3, 0.4], [0.3, 0.4], limit_train_batches=10)  # a demo: marked above the panels
     study = load_study([tmp_path])
     for run in study.runs:
         figures.run_curves(run, tmp_path / "figures")
-    assert sorted(checked) == ["cnn-densenet-curves", "lstm-1-curves", "vit-7-curves"]
+    for grid in ("cnn", "vit"):
+        figures.grid_overlay(study, grid, tmp_path / "figures")  # cnn: one time panel per device, with its name
+        figures.memory_bars(study, grid, tmp_path / "figures")
+    assert sorted(checked) == ["cnn-densenet-curves", "cnn-memory", "cnn-overlay", "cnn-resnet-curves",
+                               "lstm-1-curves", "vit-2-curves", "vit-7-curves", "vit-memory", "vit-overlay"]
 
 
 def test_the_time_each_run_and_grid_took_adds_up_its_epochs(tmp_path):
