@@ -65,14 +65,12 @@ def demo_mark(run: RunView) -> str:
 
 def figure_mark(runs: Iterable[RunView]) -> str | None:
     """The mark of a figure that draws these runs: None without a demo run among them; one setting spelled out;
-    several named by their runs."""
+    several left to the caption (``caption_note`` names them), so that the mark stays within the figure's width."""
     demos = [r for r in runs if is_demo(r)]
     if not demos:
         return None
     marks = {demo_mark(r) for r in demos}
-    if len(marks) == 1:
-        return marks.pop()
-    return f"demo runs: {', '.join(r.key for r in demos)} (see caption)"
+    return marks.pop() if len(marks) == 1 else "demo runs at several settings (see caption)"
 
 
 def caption_note(runs: Iterable[RunView]) -> str:

@@ -448,4 +448,4 @@ def precision_figure(member: RunView, side: RunView, folder: Path) -> Figure:
                f"({side.key}, {side.status_text}): validation {metric} over the {len(differences)} epochs both have"
                f"{' (log scale)' if metric == 'perplexity' else ''} (top), and its relative difference in % with the "
                f"±{PRECISION_TOLERANCE:.0%} band (bottom). Devices: {member.device} and {side.device}" + demo + ".")
-    return _save(fig, folder, f"{member.key}-precision", caption)
+    return _save(fig, folder, f"{side.key}-precision", caption)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from replab.report import figures
-from replab.report.demo import banner, demo_mark, is_demo
+from replab.report.demo import banner, caption_note, demo_mark, figure_mark, is_demo
 from replab.report.document import write_report
 from replab.report.runs import load_study
 from tests.report.fakes import rising, write_run
@@ -145,3 +145,14 @@ def test_the_published_runs_are_no_demo():
     if report.exists():
         markdown = report.read_text()
         assert markdown.startswith("# Reproduction report\n") and "DEMO" not in markdown
+
+
+def test_a_figure_of_demo_runs_at_several_settings_leaves_them_to_its_caption(tmp_path):
+    write_run(tmp_path, "vit-1", [0.3, 0.4], [0.3, 0.4], limit_train_batches=10)
+    write_run(tmp_path, "vit-2", [0.3, 0.4, 0.5], [0.3, 0.4, 0.5])
+    write_run(tmp_path, "vit-3", rising(0.1, 0.2, 10), rising(0.1, 0.2, 10))
+    runs = load_study([tmp_path]).grid("vit")
+    assert figure_mark(runs) == "demo runs at several settings (see caption)"
+    assert caption_note(runs) == ("; DEMO, numbers that answer nothing: vit-1 2 epochs × 10 batches; vit-2 3 of 10 "
+                                  "epochs")
+    assert figure_mark(runs[2:]) is None and caption_note(runs[2:]) == ""

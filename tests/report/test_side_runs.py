@@ -70,7 +70,7 @@ def test_the_side_run_is_kept_beside_the_grid_not_in_it(within):
 
 def test_two_precisions_of_one_configuration_get_a_figure_and_a_finding(within):
     report, markdown = within
-    figure = next(f for f in report.figures if f.stem == "lstm-1-precision")
+    figure = next(f for f in report.figures if f.stem == "lstm-1-fp32-precision")
     assert figure.png.is_file() and figure.pdf.is_file()
     assert figure.caption.startswith("lstm-1 in bf16 (lstm-1, completed) and in float32 (lstm-1-fp32, incomplete "
                                      "(3/10 epochs)): validation perplexity over the 3 epochs both have")
@@ -83,7 +83,7 @@ def test_two_precisions_of_one_configuration_get_a_figure_and_a_finding(within):
     assert "Median training time per epoch on cpu (AMD EPYC, AVX512): 2,610 s vs 3,540 s (bf16 1.36× as fast)." in \
         finding.text
     q3 = markdown.split("### Problem 1 Q3", 1)[1].split("### Problem 1 Q4", 1)[0]
-    assert q3.index("![Figure") < q3.index("](figures/lstm-1-precision.png)") < q3.index("two precisions")
+    assert q3.index("![Figure") < q3.index("](figures/lstm-1-fp32-precision.png)") < q3.index("two precisions")
 
 
 def test_an_epoch_beyond_three_percent_is_named(tmp_path):
@@ -96,7 +96,7 @@ def test_an_epoch_beyond_three_percent_is_named(tmp_path):
 def test_side_runs_of_the_same_precision_or_device_are_not_compared_as_such(tmp_path):
     same = write_report([plant(tmp_path / "same", [405.1], side_amp="bf16")], tmp_path / "same" / "report")
     assert not [f for f in same.findings if "two precisions" in f.topic]
-    assert "lstm-1-precision" not in [f.stem for f in same.figures]
+    assert "lstm-1-fp32-precision" not in [f.stem for f in same.figures]
     elsewhere = plant(tmp_path / "elsewhere", [405.1], side_environment={"device_name": "AMD EPYC"})
     (text,) = [f.text for f in write_report([elsewhere], tmp_path / "elsewhere" / "report").findings
                if "two precisions" in f.topic]
