@@ -1,4 +1,4 @@
-"""The report's text blocks (headings, paragraphs, bullet lists) and the wrapping of prose for ``report.md``.
+"""The report's text blocks (headings, paragraphs, bullet lists, a banner) and the wrapping of prose for ``report.md``.
 
 ``report.md`` is read in plain text editors as well as on GitHub, so its prose is wrapped at ``WIDTH`` columns
 (tables are not: a Markdown table row is one line). A wrapped line never starts with something Markdown would read
@@ -31,6 +31,13 @@ class Paragraph:
 @dataclass
 class Bullets:
     items: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Banner:
+    """A paragraph set apart at the top of the report (the demo warning): a quote in Markdown, a box in HTML."""
+
+    text: str
 
 
 def wrap(text: str, first: str = "", later: str = "", width: int = WIDTH) -> str:

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import replab
 from replab.report.attention import FORMULA, attention_parameters, attention_share, attention_table
-from replab.report.blocks import Bullets, Heading, Paragraph, wrap
+from replab.report.blocks import Banner, Bullets, Heading, Paragraph, wrap
+from replab.report.demo import banner, mark_demo, report_title
 from replab.report.discussion import FILE_NAME, Section, find_discussion, read_discussion
-from replab.report.figures import Figure, grid_overlay, memory_bars, run_curves
+from replab.report.figures import Figure, grid_overlay, memory_bars, precision_figure, run_curves
 from replab.report.findings import Finding, findings, headline
+from replab.report.precision import CURVES_QUESTION, precision, precision_pairs
 from replab.report.reference import GRID_TITLES, PROBLEM_TITLES, QUESTIONS, question_name
 from replab.report.runs import CIFAR_VALID_IMAGES, SAME_COST_MARGIN, Study, load_study
 from replab.report.tables import (
@@ -36,9 +38,10 @@ from replab.report.tables import (
     runs_table,
 )
 
-__all__ = ["Block", "Bullets", "Heading", "Paragraph", "Report", "write_report"]
+__all__ = ["Banner", "Block", "Bullets", "Heading", "Paragraph", "Report", "write_report"]
 
-Block = Heading | Paragraph | Bullets | Figure | Table
+Block = Heading | Paragraph | Bullets | Banner | Figure | Table
+TITLE = "Reproduction report"
 
 
 @dataclass
@@ -94,15 +97,39 @@ LEGEND = [
 
 
 def _curves(study: Study, grid: str, folder: Path) -> list[Block]:
-    """The overlay and every run's learning curves of one grid."""
+    """The overlay and every run's learning curves of one grid, then the comparison of each configuration trained
+    in two precisions (a grid run and its side run)."""
     runs = study.grid(grid)
     overlay = grid_overlay(study, grid, folder)
     blocks: list[Block] = [overlay] if overlay else []
-    blocks += [run_curves(run, folder) for run in runs if run.epochs_completed]
+    drawn = [run for run in runs if run.epochs_completed]
+    if len(drawn) == 1:
+        blocks.append(Paragraph(f"One {GRID_TITLES[grid]} run has a completed epoch, {drawn[0].key}: its figure "
+                                "below shows it; the overlay of every configuration comes with a second run."))
+    blocks += [run_curves(run, folder) for run in drawn]
     not_started = [r.key for r in runs if not r.epochs_completed]
     if not_started:
         blocks.append(Paragraph(f"Started but without a completed epoch (no curves): {', '.join(not_started)}."))
+    blocks += [precision_figure(member, side, folder) for member, side in precision_pairs(study, grid)]
     return blocks
+
+
+def _side_runs(study: Study) -> list[Block]:
+    """The side runs, named below the runs table: what each is, and where the report compares it."""
+    items = []
+    for grid in GRID_TITLES:
+        pairs = {side.key: member for member, side in precision_pairs(study, grid)}
+        for side in study.side_runs(grid):
+            text = f"{side.key}: {side.id}, {precision(side)}, {side.status_text}"
+            if side.key in pairs:
+                text += (f"; compared with the grid's {pairs[side.key].key} ({precision(pairs[side.key])}) under "
+                         f"{question_name(*CURVES_QUESTION[grid])}")
+            items.append(text + ".")
+    if not items:
+        return []
+    return [Paragraph("Side runs: a second folder of an experiment the grid holds (the grid's run is the folder named "
+                      "after the experiment). They are listed here and compared where said, and left out of the "
+                      "grid's tables, overlays and findings."), Bullets(items)]
 
 
 def _no_run(study: Study, grid: str) -> Paragraph:
@@ -213,10 +240,12 @@ def assemble(study: Study, found: list[Finding], figures: Path, data_dir: str | 
     the data folder whose GPT-1 vocabulary decodes the LSTM samples, ``resolve_data_dir``'s default if None;
     ``discussion``: the written discussion file, if any)."""
     written = read_discussion(discussion) if discussion else {}
-    blocks: list[Block] = [Heading("Reproduction report", 1), _generated(study, discussion, explicit_discussion),
-                           Heading("Summary"), Bullets(headline(study)),
+    warning = banner(study)
+    blocks: list[Block] = [Heading(report_title(study, TITLE), 1), *([Banner(warning)] if warning else []),
+                           _generated(study, discussion, explicit_discussion),
+                           Heading("Summary"), Bullets([mark_demo(line, study) for line in headline(study)]),
                            Heading("Legend"), Bullets(list(LEGEND)),
-                           Heading("Runs and provenance"), runs_table(study)]
+                           Heading("Runs and provenance"), runs_table(study), *_side_runs(study)]
     missing = {grid: study.missing(grid) for grid in GRID_TITLES}
     if any(missing.values()):
         blocks.append(Bullets([f"{GRID_TITLES[g]}: missing from the grid (never run): {', '.join(ids)}"
@@ -255,6 +284,8 @@ def render_markdown(blocks: list[Block]) -> str:
             parts.append("#" * block.level + " " + block.text)
         elif isinstance(block, Paragraph):
             parts.append(wrap(block.text))
+        elif isinstance(block, Banner):
+            parts.append(wrap(block.text, "> ", "> "))
         elif isinstance(block, Bullets):
             parts.append("\n".join(wrap(item, "- ", "  ") for item in block.items))
         elif isinstance(block, Table):
@@ -270,16 +301,20 @@ body { font-family: Georgia, 'Times New Roman', serif; max-width: 60em; margin: 
        line-height: 1.45; color: #222; }
 h1, h2, h3 { font-family: Helvetica, Arial, sans-serif; }
 h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
-figure { margin: 1.5em 0; }
-figure img { width: 540px; max-width: 100%; height: auto; display: block; }
-figcaption, .caption { font-size: .9em; max-width: 48em; }
+.figures { display: flex; flex-wrap: wrap; gap: 0 1.5em; align-items: flex-start; }
+figure { margin: 1.5em 0; flex: 0 1 28.5em; min-width: 0; }
+figure img { width: 100%; height: auto; display: block; }
+figcaption, .caption { font-size: .9em; }
 .table { overflow-x: auto; margin: 1.5em 0; }
 table { border-collapse: collapse; font-size: .85em; border-top: 2px solid #222; border-bottom: 2px solid #222; }
 th { border-bottom: 1px solid #222; text-align: left; }
-th, td { padding: .2em .6em; vertical-align: top; }
-td.r { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th, td { padding: .2em .6em; vertical-align: top; white-space: nowrap; }
+td.w { white-space: normal; min-width: 16em; }
+td.r { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-size: .9em; }
+.banner { border: 2px solid #c0392b; background: #fdecea; padding: 0 1em; margin: 1em 0; }
 """
+LONG_CELL = 40  # characters: a longer cell may wrap (at spaces); shorter ones (ids, numbers, devices) never do
 
 
 def _emphasis(text: str) -> str:
@@ -302,8 +337,9 @@ def _html_table(table: Table) -> str:
     for i in range(len(table.rows)):
         cells = [_inline(text) for text in table.rows[i]]
         cells = [f"<strong>{c}</strong>" if (i, j) in table.bold else c for j, c in enumerate(cells)]
-        rows.append("<tr>" + "".join(f'<td class="{a}">{c}</td>' for a, c in zip(align, cells, strict=True))
-                    + "</tr>")
+        wraps = [" w" if len(text) > LONG_CELL else "" for text in table.rows[i]]
+        rows.append("<tr>" + "".join(f'<td class="{a}{w}">{c}</td>' for a, w, c in zip(align, wraps, cells,
+                                                                                         strict=True)) + "</tr>")
     return (f'<div class="table" id="{table.key}"><p class="caption"><strong>{table.label}.</strong> '
             f"{_inline(table.caption)}</p><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
             "</table></div>")
@@ -319,19 +355,27 @@ def _html_figure(figure: Figure, link: bool) -> str:
 
 
 def render_html(blocks: list[Block], link_figures: bool = False) -> str:
+    """The page; consecutive figures share a row two by two, so that they use the page's width at the size of
+    their text (a one-column figure stretched over the page would set its labels larger than the prose)."""
     title = next((b.text for b in blocks if isinstance(b, Heading)), "Report")
     body = []
-    for block in blocks:
+    for index, block in enumerate(blocks):
+        if isinstance(block, Figure) and (index == 0 or not isinstance(blocks[index - 1], Figure)):
+            body.append('<div class="figures">')
         if isinstance(block, Heading):
             body.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
             body.append(f"<p>{_inline(block.text)}</p>")
+        elif isinstance(block, Banner):
+            body.append(f'<div class="banner"><p>{_inline(block.text)}</p></div>')
         elif isinstance(block, Bullets):
             body.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>")
         elif isinstance(block, Table):
             body.append(_html_table(block))
         elif isinstance(block, Figure):
             body.append(_html_figure(block, link_figures))
+            if index + 1 == len(blocks) or not isinstance(blocks[index + 1], Figure):
+                body.append("</div>")
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
             f"<style>{STYLE}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
 

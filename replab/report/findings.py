@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from replab.report.demo import demo_verdict, mark_demo
+from replab.report.precision import CURVES_QUESTION, precision_comparisons
 from replab.report.reference import CNN_REFERENCE, GRID_TITLES, display
 from replab.report.runs import (
     OPTIMIZER_STATE_COPIES,
@@ -43,15 +45,19 @@ class Finding:
 def findings(study: Study) -> list[Finding]:
     """Every finding the runs support, in the report's order, each with the question it answers."""
     answers = [(None, settings_findings(study))]
+    answers += [(CURVES_QUESTION[grid], [Finding(*found) for found in precision_comparisons(study, grid)])
+                for grid in GRID_TITLES]
     for grid, problem, (choice, optimizers) in (("lstm", 1, (4, 4)), ("vit", 3, (3, 4))):
-        answers += [((problem, choice), choice_findings(study, grid)),
+        answers += [((problem, choice), choice_findings(study, grid) + depth_findings(study, grid)),
                     ((problem, optimizers), optimizer_findings(study, grid))]
     answers += [((3, 5), norm_findings(study)), ((3, 6), cnn_findings(study)), ((3, 7), memory_findings(study)),
                 ((3, 8), overfitting_findings(study))]
     for question, found in answers:
         for finding in found:
             finding.question = question
-    return [finding for _, found in answers for finding in found]
+            if question is not None:  # a number of a demo run answers nothing: the sentence says so
+                finding.text = mark_demo(finding.text, study)
+    return [finding for _, found in sorted(answers, key=lambda a: a[0] or (0, 0)) for finding in found]
 
 
 # ------------------------------------------------------------------------------------------------ headline
@@ -146,7 +152,13 @@ def compare(a: RunView, b: RunView) -> str:
     if difference == 0:
         return text + ": equal"
     winner = a if better(a.best_val, b.best_val, a.higher_is_better) else b
+    demo = demo_verdict(winner, a, b)
+    if demo:
+        return f"{text}: {demo}"
     detail = f", beyond the sampling noise of ±{margin * 100:.2f} pp" if margin is not None else ""
+    if a.metric != "accuracy":
+        detail = (f", by more than the {NEGLIGIBLE_PERPLEXITY:.0%} not called a difference (one seed per "
+                  "configuration: the run-to-run spread is not measured)")
     return text + f": {winner.id} better{detail}"
 
 
@@ -155,7 +167,7 @@ def _in_configs(runs: list[RunView], first: int, last: int) -> list[RunView]:
 
 
 def _unfinished(runs: list[RunView]) -> list[str]:
-    return [f"{r.id} {r.status_text}" for r in runs if not r.completed]
+    return [f"{r.key} {r.status_text}" for r in runs if not r.completed]
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -182,7 +194,7 @@ def settings_findings(study: Study) -> list[Finding]:
         found.append(Finding(topic, (
             f"{len(partial)} of {len(study.runs)} runs are NOT at their full setting ({'; '.join(reasons)}): their "
             "numbers answer the specification's questions only as far as that setting allows.")))
-    unfinished = _unfinished(study.runs)
+    unfinished = _unfinished([r for r in study.runs if not r.side])  # side runs: listed with their state
     if unfinished:
         found.append(Finding(topic, f"Unfinished runs (kept in every table and figure): {', '.join(unfinished)}."))
     missing = [i for grid in GRID_TITLES for i in study.missing(grid)]
@@ -325,6 +337,31 @@ def optimizer_findings(study: Study, grid: str) -> list[Finding]:
                 f"Effect of {what}: best validation {metric} {fmt_metric(ra.best_val, metric)} vs "
                 f"{fmt_metric(rb.best_val, metric)}, difference {compare(ra, rb)}; final training loss "
                 f"{_loss(ra)} vs {_loss(rb)}.")))
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ depth
+def depth_findings(study: Study, grid: str) -> list[Finding]:
+    """Completed runs that differ only in their number of layers (same optimizer and block: the ViT's
+    configurations 2, 5 and 6, the LSTM's 2, 5 and 6): score, size and cost by depth, and each step deeper."""
+    groups: dict[tuple, list[RunView]] = {}
+    for run in completed(_in_configs(study.grid(grid), 1, 6)):
+        if run.layers:
+            groups.setdefault((run.optimizer, run.experiment.get("block")), []).append(run)
+    found = []
+    for (optimizer, block), group in groups.items():
+        if len({r.layers for r in group}) < 2:
+            continue
+        group = sorted(group, key=lambda r: (r.layers, r.number))
+        metric = group[0].metric
+        setup = ", ".join([display(optimizer)] + ([display(block)] if block else []))
+        listing = "; ".join(f"{r.id} {r.layers} layer{'s' if r.layers != 1 else ''}: {_score(r)}, "
+                            f"{fmt_count(r.parameters)} parameters, {r.seconds_text}" for r in group)
+        steps = "; ".join(f"{deeper.id} against {shallower.id}: {compare(deeper, shallower)}"
+                          for shallower, deeper in zip(group, group[1:], strict=False))
+        text = (f"Only the depth changes ({setup}). Best validation {metric}: {listing}. Each step deeper: {steps}. "
+                f"Training time, deepest against shallowest: {time_comparison(group[-1], group[0])}.")
+        found.append(Finding(f"{GRID_TITLES[grid]}: depth, only the number of layers changes", text))
     return found
 
 

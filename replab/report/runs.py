@@ -1,7 +1,10 @@
 """The runs as the report sees them: the numbers every table, figure and finding needs, computed in one place.
 
 ``load_study(folders)`` reads every run folder (complete or not) into a ``RunView`` and groups them by grid;
-``Study.missing`` lists the registry ids of a grid that no folder holds.
+``Study.missing`` lists the registry ids of a grid that no folder holds. Where several folders hold one experiment
+id, the folder named after the id is the grid's member and the others are side runs (``results/runs/lstm-1-fp32``:
+``lstm-1`` kept in float32 beside the grid's bf16 ``lstm-1``), shown in the runs table and the comparisons made for
+them, never in the grid's tables, overlays and findings.
 """
 
 from __future__ import annotations
@@ -89,8 +92,9 @@ class RunView:
     """One run folder, read-only, with the derived numbers of the report."""
 
     record: RunRecord
-    key: str = ""  # unique name in the report (file names): the id, suffixed where two folders hold one id
+    key: str = ""  # unique name in the report (file names): the id; a side run's folder name (or the id suffixed)
     missing: bool = False  # a placeholder for a grid member that no folder holds
+    side: bool = False  # another folder holds the grid's run of this id: kept beside the grid, not in it
 
     @classmethod
     def placeholder(cls, experiment_id: str) -> RunView:
@@ -450,8 +454,12 @@ class Study:
     runs: list[RunView] = field(default_factory=list)
 
     def grid(self, name: str) -> list[RunView]:
-        """The runs of one grid in table order (architecture, layers, optimizer)."""
-        return sorted((r for r in self.runs if r.task == name), key=RunView.sort_key)
+        """The runs of one grid in table order (architecture, layers, optimizer), without side runs."""
+        return sorted((r for r in self.runs if r.task == name and not r.side), key=RunView.sort_key)
+
+    def side_runs(self, name: str) -> list[RunView]:
+        """The side runs of one grid (a second folder of an id the grid holds), in table order."""
+        return sorted((r for r in self.runs if r.task == name and r.side), key=RunView.sort_key)
 
     def grid_with_missing(self, name: str) -> list[RunView]:
         """The runs of one grid and placeholders for its missing members, in table order."""
@@ -466,15 +474,31 @@ class Study:
         return [i for i in GRIDS[name] if i not in found]
 
     def get(self, run_id: str) -> RunView | None:
-        return next((r for r in self.runs if r.id == run_id), None)
+        """The grid's run of an experiment id (not a side run)."""
+        return next((r for r in self.runs if r.id == run_id and not r.side), None)
 
 
 def load_study(roots: Iterable[str | Path]) -> Study:
+    """Every run folder under ``roots``. Of the folders holding one experiment id, the first named after the id
+    (else the first found) is the grid's run; the others are side runs, named by their folder (or the id with a
+    number, where that name is taken)."""
     roots = [Path(r) for r in roots]
-    runs, seen = [], {}
-    for record in find_runs(roots):
-        seen[record.id] = seen.get(record.id, 0) + 1
-        runs.append(RunView(record, record.id if seen[record.id] == 1 else f"{record.id}-{seen[record.id]}"))
+    records = find_runs(roots)
+    by_id: dict[str, list[RunRecord]] = {}
+    for record in records:
+        by_id.setdefault(record.id, []).append(record)
+    members = {run_id: next((r for r in group if r.path.name == run_id), group[0]) for run_id, group in by_id.items()}
+    runs, keys = [], set(by_id)
+    for record in records:
+        side = record is not members[record.id]
+        key = record.id
+        if side:
+            key, number = record.path.name, 1
+            while key in keys:
+                number += 1
+                key = f"{record.id}-{number}"
+        keys.add(key)
+        runs.append(RunView(record, key, side=side))
     return Study(roots, runs)
 
 

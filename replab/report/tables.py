@@ -287,7 +287,7 @@ def epochs_table(study: Study) -> Table:
     """Every epoch's training seconds and the processes that trained each run: what the run files record of how a
     run went (restarts, commits, devices), beside the epochs a busy machine slowed."""
     rows = [[run.key, _processes_text(run), " ".join(f"{s:,.0f}" for s in run.series("train_seconds") if is_number(s))]
-            for grid in GRID_TITLES for run in study.grid(grid) if run.epochs_completed]
+            for grid in GRID_TITLES for run in study.grid(grid) + study.side_runs(grid) if run.epochs_completed]
     caption = ("Training seconds of every epoch in order, and the processes that trained each run: one per start or "
                "resume, with the epoch (and step) it began at and the commit of its code. An epoch well above its "
                "run's fastest shared the machine with other work or was paused; its numbers are unaffected.")

@@ -66,6 +66,8 @@ def test_reproduce_quick_end_to_end(data_root, tmp_path, tiny_quick_profile):
     assert sorted(p.name for p in runs.iterdir()) == ["vit-1", "vit-7"]
     assert json.loads((runs / "vit-7" / "summary.json").read_text())["status"] == "completed"
     markdown = (report / "report.md").read_text()
+    assert markdown.startswith("# Reproduction report (DEMO: its numbers answer nothing)\n\n> **DEMO: not the study's")
+    assert "(made by `replab reproduce --quick`)" in markdown.replace("\n> ", " ")
     assert "NO: train ≤ 1 batches/epoch; eval ≤ 1 batches; batch_size 16 (spec 128); epochs 1 (spec 10)" in markdown
     assert "vit-2, vit-3, vit-4, vit-5, vit-6" in markdown  # the rest of the grid, listed as missing
     assert "PreNorm (vit-6) against PostNorm" not in markdown

@@ -85,9 +85,9 @@ def test_the_report_opens_with_its_headline_and_defines_its_legend_once(written)
     head = markdown.split("\n## Legend\n", 1)[0]
     assert "## Summary" in head and "**Table 1.**" not in head
     head = head.replace("\n  ", " ").replace("\n", " ")
-    assert ("ViT on CIFAR-10 (Problem 3): 5 of 7 configurations completed; vit-3 diverged (3/5 epochs); vit-5 "
-            "incomplete (2/5 epochs). Best: vit-7 (PostNorm, 6 layers, AdamW), best validation accuracy 72.00% "
-            "(epoch 5), test accuracy 71.00%") in head
+    assert ("ViT on CIFAR-10 (Problem 3): 5 of 7 configurations completed; vit-3 diverged (3/10 epochs); vit-5 "
+            "incomplete (2/10 epochs). Best: vit-7 (PostNorm, 6 layers, AdamW), best validation accuracy 72.00% "
+            "(epoch 10), test accuracy 71.00%") in head
     assert "LSTM on Wikitext-2 (Problem 1): 5 of 6 configurations completed; not run: lstm-4. Best: lstm-5" in head
     assert "our best ViT (vit-7, 71.00% with 3,195,146 parameters) is 20.07 pp below the best of them" in head
     assert markdown.count("## Legend") == 1 and markdown.count("**Status**:") == 1
@@ -98,9 +98,10 @@ def test_captions_are_at_most_two_sentences(tmp_path):
     root = tmp_path / "runs"
     write_study(root)
     write_run(root, "cnn-resnet", [0.5, 0.6], [0.5, 0.7], test=0.58, environment={"device_name": "Test, AVX512"})
+    write_run(root, "cnn-densenet", [0.5, 0.7], [0.5, 0.7], test=0.68, seconds=[600.0, 1500.0])  # a slow epoch
     report = write_report([root], tmp_path / "report")
     captions = [block.caption for block in report.tables + report.figures]
-    assert len(captions) == 8 + 19
+    assert len(captions) == 8 + 20  # 14 runs' curves, 3 overlays (one with a panel per device), 3 memory charts
     for caption in captions:
         assert 1 <= sentences(caption) <= 2, caption
     assert sentences("Best val. acc. (%) (epoch): lr 0.0003. Two.") == 2
