@@ -143,8 +143,8 @@ class Pull:
 
 def load_split(args) -> tuple[ImageSplit, str]:
     if not args.synthetic and not args.quick:
-        from replab.data import resolve_data_dir
         from replab.data.cifar10 import load_cifar10
+        from replab.datadir import resolve_data_dir
 
         root = resolve_data_dir(args.data_dir)
         try:

@@ -176,7 +176,7 @@ def sample(model: LSTM, prompt: str, settings: SampleSettings, tokenizer: GPT1To
 
 # ------------------------------------------------------------------------------------------------ command
 def cmd_generate(args) -> int:
-    from replab.data import resolve_data_dir
+    from replab.datadir import resolve_data_dir
     from replab.runner import EXIT_OK, UsageError
 
     settings = SampleSettings(args.tokens, args.temperature, args.top_k, args.seed, args.greedy)

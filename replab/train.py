@@ -38,7 +38,7 @@ from torch import nn
 
 from replab.checkpoints import best_state, cannot_train_further, release_training_state, training_state_files
 from replab.console import FILE_ONLY, closing_line, epoch_line
-from replab.data import resolve_data_dir
+from replab.datadir import resolve_data_dir
 from replab.experiments import Experiment, RunSettings
 from replab.progress import EpochBar
 from replab.runlog import CheckpointError, RunDir, RunLock, RunLocked, better, load_checkpoint, memory_summary

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from replab.cli import main
-from replab.report.runs import load_study
 from replab.report.samples import samples_text
+from replab.report.study import load_study
 from replab.run_sample import SAMPLE_FILE, SAMPLE_PROMPT, SAMPLE_SETTINGS, keep_sample, read_sample
 from replab.runlog import RunDir
 from tests.report.fakes import write_run

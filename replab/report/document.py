@@ -25,7 +25,8 @@ from replab.report.discussion import FILE_NAME, Section, find_discussion, read_d
 from replab.report.figures import Figure, grid_overlay, memory_bars, run_curves
 from replab.report.findings import Finding, findings, headline
 from replab.report.reference import GRID_TITLES, PROBLEM_TITLES, QUESTIONS, question_name
-from replab.report.runs import CIFAR_VALID_IMAGES, SAME_COST_MARGIN, Study, load_study
+from replab.report.runs import CIFAR_VALID_IMAGES, SAME_COST_MARGIN
+from replab.report.study import Study, load_study
 from replab.report.tables import (
     Table,
     cnn_table,

@@ -19,15 +19,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
+from replab.report.formatting import fmt_metric, is_number, metric_title, scale  # noqa: E402
 from replab.report.reference import GRID_TITLES  # noqa: E402
-from replab.report.runs import (  # noqa: E402
-    RunView,
-    Study,
-    fmt_metric,
-    is_number,
-    metric_title,
-    scale,
-)
+from replab.report.runs import RunView  # noqa: E402
+from replab.report.study import Study  # noqa: E402
 
 logging.getLogger("fontTools").setLevel(logging.WARNING)  # font subsetting chatter while saving PDFs
 
