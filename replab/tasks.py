@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 from replab.data import shard
-from replab.data.cifar10 import ImageBatches, load_cifar10
+from replab.data.cifar10 import load_cifar10
 from replab.data.embeddings import EMBEDDINGS_FILE
+from replab.data.image_batches import ImageBatches
 from replab.data.wikitext2 import Wikitext2
 from replab.experiments import Experiment, RunSettings
 from replab.models import IMAGE_CLASSIFICATION, LANGUAGE_MODELING, TaskKind
+from replab.run_sample import keep_sample
 from replab.runlog import RunDir
 
 log = logging.getLogger("replab.tasks")
@@ -140,8 +142,6 @@ class LanguageModelingTask(Task):
 
     def keep_with_best(self, run: RunDir, epoch: int) -> None:
         """The text sample of ``best.pt``, ``sample.json`` (``replab.run_sample``)."""
-        from replab.run_sample import keep_sample
-
         keep_sample(run.path, self.data_dir, epoch)
 
     def _batches(self, dataset: Wikitext2, order: torch.Tensor, rank: int, world_size: int):
