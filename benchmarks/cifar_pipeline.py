@@ -40,7 +40,9 @@ import torch
 
 from benchmarks import common
 from benchmarks.vit_step import make_step
-from replab.data.cifar10 import CLASSES, MEAN, STD, ImageBatches, ImageSplit
+from replab.data.cifar10 import CLASSES, MEAN, STD, ImageSplit, load_cifar10
+from replab.data.image_batches import ImageBatches
+from replab.datadir import resolve_data_dir
 from replab.models.vit import VisionTransformer
 
 NAME = "cifar_pipeline"
@@ -83,7 +85,7 @@ class PILAugmentedImages(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        from PIL import Image
+        from PIL import Image  # pillow: a development dependency, needed only by this torchvision-style reference
 
         image = Image.fromarray(self.images[index])
         top, left, h, w = random_resized_crop_box(image.width, image.height, self.rng)
@@ -143,9 +145,6 @@ class Pull:
 
 def load_split(args) -> tuple[ImageSplit, str]:
     if not args.synthetic and not args.quick:
-        from replab.data import resolve_data_dir
-        from replab.data.cifar10 import load_cifar10
-
         root = resolve_data_dir(args.data_dir)
         try:
             return load_cifar10(root).train, f"CIFAR-10 train split from {root}"

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from replab.cli import _positive_int
+from replab import system
+from replab.arguments import positive_int
 from replab.runlog import atomic_write_json
 from replab.system import SPEED_VARIABLES, cpu_flags, native_bf16_cpu, synchronize
 
@@ -40,14 +41,14 @@ def base_parser(name: str, description: str, *, batch_size: int, repeats: int, w
     parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    parser.add_argument("--repeats", type=_positive_int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=None,
                         help=f"timed rounds per comparison, after warm-up (default {repeats}; --quick: 2)")
     parser.add_argument("--warmup", type=_non_negative_int, default=None,
                         help=f"untimed calls of each contestant first (default {warmup}; --quick: 1)")
-    parser.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"default {batch_size}")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"default {batch_size}")
     parser.add_argument("--out", default=str(DEFAULT_OUT_DIR / f"{name}.json"),
                         help=f"JSON results file (default {DEFAULT_OUT_DIR / (name + '.json')})")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch.set_num_threads before measuring (default: torch's own choice; --quick: 1)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny smoke setting (small model and batch, 2 rounds, 1 thread): checks that the "
@@ -103,10 +104,8 @@ def bf16_skip(peaks: dict, device: torch.device, force: bool, runs: str = "it") 
 
 
 def pick_device(name: str) -> torch.device:
-    from replab.system import pick_device as _pick
-
     try:
-        return _pick(name)
+        return system.pick_device(name)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
 
@@ -214,9 +213,7 @@ class GemmPeak:
 # --------------------------------------------------------------------------------------------- machine
 def machine_info(device: torch.device) -> dict:
     """Versions, machine, device and the load average (other processes share the CPU: see ``load_average``)."""
-    from replab.system import environment
-
-    info = environment(device)
+    info = system.environment(device)
     flags = cpu_flags()
     info.update({
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

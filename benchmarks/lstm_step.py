@@ -126,7 +126,7 @@ def profile_step(step, rows: int = 12) -> dict:
     """One call of ``step`` under ``torch.profiler``: its wall seconds, the ``rows`` operations with the most self
     time, and the self time in matrix products (``MATRIX_PRODUCTS``, the LSTM's fused recurrence kernels
     included) against the rest."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile  # loads the Kineto profiler: only --profile needs it
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         begin = time.perf_counter()

@@ -1,17 +1,22 @@
-"""The ``replab`` command (also ``python -m replab``).
+"""The ``replab`` command (also ``python -m replab``): its parser, every subcommand registered the same way, and
+``main``.
 
     replab configs [--json]                 the registry of experiments, every hyperparameter resolved
     replab train ID [overrides]             one experiment into runs/ID/
     replab grid {lstm,vit,cnn,all} [...]    experiments one after another, skipping completed ones, resuming others
     replab train/grid ... --dry-run         time a few real steps: estimated time per epoch, in total, peak memory
-    replab data {check,download}            what data is where; download what can be (also GPT-1's files)
-    replab generate RUN_DIR [...]           text sampled from a trained LSTM
-    replab report / reproduce               see ``replab.report.commands``
+    replab data {check,download}            what data is where; download what can be (``replab.data.commands``)
+    replab generate RUN_DIR [...]           text sampled from a trained LSTM (``replab.generate``)
+    replab report [RUNS_DIR ...]            the report of run folders (``replab.report.commands``)
+    replab reproduce [--quick] [...]        the grids, then their report (``replab.reproduce``)
     replab --version                        the version
 
-Usage errors (argparse's included) are one line on standard error, ``replab: error: <problem>`` with the fix or a
-pointer to the command's ``--help``; see ``replab.console`` for what goes where (and under torchrun).
-Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C or SIGTERM).
+Each subcommand is one ``Command`` of ``COMMANDS``: its name, its help line, the function that adds its arguments
+and the handler that runs it (``handler(args) -> exit code``), both beside the code they drive. Usage errors
+(argparse's included) are one line on standard error, ``replab: error: <problem>`` with the fix or a pointer to the
+command's ``--help``; see ``replab.console`` for what goes where (and under torchrun). Exit codes
+(``replab.exits``): 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C
+or SIGTERM).
 """
 
 from __future__ import annotations
@@ -19,30 +24,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import replab
+from replab import reproduce
+from replab.arguments import (
+    DATA_DIR_HELP,
+    DEVICE_HELP,
+    KEEP_CHECKPOINTS_HELP,
+    PROGRESS_HELP,
+    integer,
+    non_negative_float,
+    number,
+    positive_int,
+)
 from replab.console import configure_logging, error_line, main_process_output, tagged
-from replab.experiments import (
-    AMP_MODES,
-    BLOCKS,
-    EXPERIMENTS,
-    GRIDS,
-    OPTIMIZERS,
-    RunSettings,
-    get_experiment,
-    with_overrides,
-)
-from replab.runner import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    UsageError,
-    _train_one,
-    plan_grid,
-    print_estimates,
-    run_grid,
-)
+from replab.data import commands as data_commands
+from replab.data.wikitext2 import Wikitext2
+from replab.datadir import resolve_data_dir
+from replab.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
+from replab.experiments import AMP_MODES, BLOCKS, EXPERIMENTS, GRIDS, OPTIMIZERS, RunSettings, configure
+from replab.generate import CHECKPOINTS, PROMPT_TOKENS, SampleSettings, load_lstm, sample
+from replab.report import commands as report_commands
+from replab.runner import plan_grid, print_estimates, run_grid, run_one
+from replab.text import GPT1Tokenizer
 
 
 class Parser(argparse.ArgumentParser):
@@ -61,67 +68,27 @@ class Parser(argparse.ArgumentParser):
         return parsed
 
 
-def _number(text: str, kind: type, rule: str):
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    value = _number(text, int, "a positive integer")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _number(text, float, "a number >= 0")
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _float(text: str) -> float:
-    return _number(text, float, "a number")
-
-
-def _int(text: str) -> int:
-    return _number(text, int, "an integer")
-
-
-DEVICE_HELP = "auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps (default: auto)"
-DATA_DIR_HELP = "data folder holding wikitext2/ and cifar10/ (default: $REPLAB_DATA, else ./data)"
-PROGRESS_HELP = "tqdm progress bars (default: on when standard error is a terminal)"
-KEEP_CHECKPOINTS_HELP = (
-    "keep every checkpoint of a completed run with its full training state: best.pt, last.pt and previous.pt "
-    "(0.4-0.5 GB each for an LSTM), needed only to train it further with --resume and more --epochs. Default: a "
-    "completed run keeps best.pt alone, its weights only (about 136 MB for a 1-layer LSTM, 4-13 MB for a ViT), "
-    "which is what test scores, replab generate and the report use; a run still training or interrupted always "
-    "keeps what --resume needs")
-
-
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
+def add_run_options(parser: argparse.ArgumentParser) -> None:
     hp = parser.add_argument_group("hyperparameter overrides (default: the experiment's value, see replab configs)")
-    hp.add_argument("--epochs", type=_positive_int, metavar="N",
+    hp.add_argument("--epochs", type=positive_int, metavar="N",
                     help="training epochs (default: 10; the CNN baselines 180)")
-    hp.add_argument("--batch-size", type=_positive_int, metavar="N",
+    hp.add_argument("--batch-size", type=positive_int, metavar="N",
                     help="global batch size in sequences (LSTM) or images (ViT, CNN), split across DDP ranks "
                     "(default: 16 LSTM, 128 ViT and CNN)")
-    hp.add_argument("--lr", type=_float, metavar="LR",
+    hp.add_argument("--lr", type=number, metavar="LR",
                     help="initial learning rate (default: 1e-3 LSTM, 3e-4 ViT; CNN baselines 1e-3 or 0.1)")
     hp.add_argument("--optimizer", choices=OPTIMIZERS,
                     help="adam (no weight decay), adamw, sgd (no momentum) or momentum (SGD with momentum) "
                     "(default: the experiment's, see replab configs)")
-    hp.add_argument("--weight-decay", type=_non_negative_float, metavar="WD",
+    hp.add_argument("--weight-decay", type=non_negative_float, metavar="WD",
                     help="weight decay (default: 5e-4 for adamw, sgd and momentum, 0 for adam; CNN baselines 1e-4)")
-    hp.add_argument("--momentum", type=_non_negative_float, metavar="M",
+    hp.add_argument("--momentum", type=non_negative_float, metavar="M",
                     help="SGD momentum, with --optimizer momentum only (default: 0.9)")
-    hp.add_argument("--layers", type=_positive_int, dest="num_layers", metavar="N",
+    hp.add_argument("--layers", type=positive_int, dest="num_layers", metavar="N",
                     help="LSTM layers or transformer blocks (default: the experiment's, 1-4 LSTM, 2-6 ViT)")
     hp.add_argument("--block", choices=BLOCKS, help="ViT block: layer norm before (prenorm) or after (postnorm) "
                     "each sublayer (default: prenorm; vit-7 postnorm)")
-    hp.add_argument("--seed", type=_int, metavar="S",
+    hp.add_argument("--seed", type=integer, metavar="S",
                     help="seed of the initial weights, the data order and the augmentation (default: 42)")
     run = parser.add_argument_group("how the run executes")
     run.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -135,13 +102,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                      "'none' to learn them (default: <data dir>/embeddings.npz where present, else learned)")
     run.add_argument("--out", default="runs", metavar="DIR",
                      help="runs folder; each run writes DIR/<experiment id>/ (default: runs)")
-    run.add_argument("--limit-train-batches", type=_positive_int, metavar="N",
+    run.add_argument("--limit-train-batches", type=positive_int, metavar="N",
                      help="train on at most N batches per epoch (default: all)")
-    run.add_argument("--limit-eval-batches", type=_positive_int, metavar="N",
+    run.add_argument("--limit-eval-batches", type=positive_int, metavar="N",
                      help="evaluate on at most N batches (default: all)")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run from its last checkpoint (end of an epoch, or inside one)")
-    run.add_argument("--checkpoint-minutes", type=_non_negative_float, default=10.0, metavar="M",
+    run.add_argument("--checkpoint-minutes", type=non_negative_float, default=10.0, metavar="M",
                      help="also save a checkpoint inside an epoch about every M minutes of training, so --resume "
                      "loses at most that much; 0: only at the end of each epoch (default: 10)")
     run.add_argument("--keep-checkpoints", action="store_true", help=KEEP_CHECKPOINTS_HELP)
@@ -162,69 +129,17 @@ EPILOG = "Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothin
     "(Ctrl-C or SIGTERM). Each command has its own --help."
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="replab", description=DESCRIPTION, epilog=EPILOG)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on standard error")
-    parser.add_argument("--version", action="version", version=f"replab {replab.__version__}",
-                        help="print replab's version and exit")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     help="one of the commands below (replab COMMAND --help: its options)")
-
-    configs = commands.add_parser("configs", help="list the experiments with every resolved hyperparameter")
-    configs.add_argument("--json", action="store_true", help="machine-readable output (default: a table)")
-
-    train = commands.add_parser("train", help="train one experiment")
-    train.add_argument("id", metavar="ID", help=f"experiment id: {', '.join(EXPERIMENTS)} (replab configs lists "
-                       "their hyperparameters)")
-    _add_run_options(train)
-
-    grid = commands.add_parser("grid", help="train a grid of experiments, skipping completed ones")
-    grid.add_argument("grid", choices=sorted(GRIDS), metavar="GRID",
-                      help="which experiments, one after another: " + "; ".join(
-                          f"{name}: {', '.join(GRIDS[name]) if name != 'all' else 'lstm, then vit'}"
-                          for name in sorted(GRIDS)))
-    _add_run_options(grid)
-
-    data = commands.add_parser("data", help="check or download the datasets")
-    data.add_argument("action", choices=("check", "download"), metavar="ACTION",
-                      help="check: what data is where, and whether it loads; download: fetch CIFAR-10 and GPT-1's "
-                      "vocabulary (Wikitext-2 is the course's copy: not downloadable)")
-    data.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
-    data.add_argument("--verify", action="store_true",
-                      help="check: compare every file's MD5 with the official CIFAR-10 sums and the MD5SUMS lists")
-    what = data.add_mutually_exclusive_group()
-    what.add_argument("--embeddings", action="store_true",
-                      help="download: GPT-1's token embeddings (embeddings.npz) and vocabulary instead of CIFAR-10")
-    what.add_argument("--vocabulary", action="store_true",
-                      help="download: only GPT-1's BPE vocabulary (gpt1-bpe/, for decoding token ids to text)")
-    data.add_argument("--gpt1-url", "--embeddings-url", dest="gpt1_url", metavar="URL",
-                      help="base URL of GPT-1's model/ folder, for the embeddings and the vocabulary (default: "
-                      "$REPLAB_EMBEDDINGS_URL, else openai/finetune-transformer-lm on GitHub)")
-
-    from replab.report.commands import add_report_commands
-
-    add_report_commands(commands)
-
-    from replab.generate import add_generate_command
-
-    add_generate_command(commands)
-    return parser
-
-
-def _settings(args) -> RunSettings:
-    settings = RunSettings(**{k: getattr(args, k) for k in SETTINGS})
+def run_settings(args) -> RunSettings:
+    """The ``RunSettings`` of ``train``/``grid``'s options, validated; a ``UsageError`` names what is wrong."""
     try:
-        settings.validate()
+        return RunSettings(**{k: getattr(args, k) for k in SETTINGS})
     except ValueError as error:
         raise UsageError(str(error)) from None
-    return settings
 
 
-def _experiment(experiment_id: str, args):
-    try:
-        return with_overrides(get_experiment(experiment_id), **{k: getattr(args, k) for k in HYPERPARAMETERS})
-    except (KeyError, ValueError) as error:
-        raise UsageError(str(error).strip("'\"")) from None
+def hyperparameters(args) -> dict:
+    """The hyperparameter overrides of ``train``/``grid`` (``None``: the experiment's own value)."""
+    return {k: getattr(args, k) for k in HYPERPARAMETERS}
 
 
 def cmd_configs(args) -> int:
@@ -243,107 +158,115 @@ def cmd_configs(args) -> int:
 
 
 def cmd_train(args) -> int:
-    experiment, settings = _experiment(args.id, args), _settings(args)
+    try:
+        experiment = configure(args.id, **hyperparameters(args))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    settings = run_settings(args)
     if args.dry_run:
         return print_estimates([(experiment, settings)])
-    return _train_one(experiment, settings)
+    return run_one(experiment, settings)
 
 
 def cmd_grid(args) -> int:
-    overrides = {k: getattr(args, k) for k in HYPERPARAMETERS}
+    settings = run_settings(args)
     if args.dry_run:
-        return print_estimates(plan_grid(GRIDS[args.grid], _settings(args), overrides))
-    return run_grid(GRIDS[args.grid], _settings(args), overrides)
+        return print_estimates(plan_grid(GRIDS[args.grid], settings, hyperparameters(args)))
+    return run_grid(GRIDS[args.grid], settings, hyperparameters(args))
 
 
-def cmd_data(args) -> int:
-    from replab.data import resolve_data_dir
-    from replab.data.cifar10 import download_cifar10, load_cifar10
-    from replab.data.embeddings import EMBEDDINGS_FILE, check_embeddings, download_embeddings
-    from replab.data.vocabulary import check_vocabulary, download_vocabulary
-    from replab.data.wikitext2 import Wikitext2
-    from replab.text.bpe import VOCABULARY_FOLDER
-
-    root = resolve_data_dir(args.data_dir)
-    if args.action == "download":
-        datasets = not (args.embeddings or args.vocabulary)  # a plain `data download`: CIFAR-10 too
-        try:
-            if args.embeddings:
-                print(f"GPT-1 embeddings: {download_embeddings(root, url=args.gpt1_url)}")
-            if datasets:
-                print(f"CIFAR-10: {download_cifar10(root / 'cifar10')}")
-            print(f"GPT-1 vocabulary: {download_vocabulary(root, url=args.gpt1_url)}")
-        except (ConnectionError, ValueError) as error:
-            raise UsageError(str(error)) from None
-        if datasets:
-            print("Wikitext-2 (GPT-1 token ids) is the course's preprocessed copy and is not downloadable: "
-                  f"put wiki.{{train,validation,test}}.npz in {root / 'wikitext2'}")
-    ok = True
-    for split in ("train", "validation", "test"):
-        try:
-            data = Wikitext2(root, split=split)
-            print(f"wikitext2 {split:<10} ok: {len(data):>6} sequences, {data.num_predictions:>9,} predicted tokens")
-        except (FileNotFoundError, ValueError) as error:
-            ok = False
-            print(f"wikitext2 {split:<10} {_problem(error)}: {error}")
+def cmd_generate(args) -> int:
+    settings = SampleSettings(args.tokens, args.temperature, args.top_k, args.seed, args.greedy)
     try:
-        splits = load_cifar10(root)
-        print(f"cifar10    ok: {len(splits.train)} train / {len(splits.valid)} valid / {len(splits.test)} test")
-    except (FileNotFoundError, ValueError) as error:
-        ok = False
-        print(f"cifar10    {_problem(error)}: {error}")
-    try:
-        tokenizer = check_vocabulary(root)
-        print(f"vocabulary ok: {tokenizer.vocabulary_size - 1:,} GPT-1 tokens, {tokenizer.num_merges:,} merges "
-              f"({VOCABULARY_FOLDER}/)")
-    except FileNotFoundError:
-        print("vocabulary absent (needed only to turn token ids into text: `replab generate`, the report's LSTM "
-              "samples): replab data download --vocabulary")
-    except ValueError as error:
-        ok = False
-        print(f"vocabulary DAMAGED: {error}")
-    embeddings = root / EMBEDDINGS_FILE
-    if not embeddings.exists():
-        print("embeddings absent (optional; without them the LSTM learns its embeddings): "
-              "replab data download --embeddings")
-    else:
-        try:
-            rows, width = check_embeddings(embeddings)
-            print(f"embeddings ok: {rows:,} x {width} GPT-1 token embeddings ({embeddings.name})")
-        except ValueError as error:
-            ok = False
-            print(f"embeddings INVALID: {error}")
-    if args.verify:
-        ok = _verify_checksums(root) and ok
-    print(f"data folder: {root.resolve()}")
-    return EXIT_OK if ok else EXIT_USAGE
+        settings.validate()
+        model, record = load_lstm(args.run_dir, args.checkpoint)
+        tokenizer = GPT1Tokenizer.from_data_dir(args.data_dir)
+        prompt = args.prompt
+        if prompt is None:
+            validation = Wikitext2(resolve_data_dir(args.data_dir), split="validation")
+            prompt = validation.opening_text(tokenizer, PROMPT_TOKENS)
+        result = sample(model, prompt, settings, tokenizer)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+    print(f"{Path(args.run_dir).name}, {args.checkpoint}.pt (epoch {record.get('epoch', '?')}): "
+          f"{settings.describe()}", file=sys.stderr)
+    print(result.text)
+    return EXIT_OK
 
 
-def _problem(error: Exception) -> str:
-    return "MISSING" if isinstance(error, FileNotFoundError) else "DAMAGED"
+# ------------------------------------------------------------------------------------------------ the commands
+def _configs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output (default: a table)")
 
 
-def _verify_checksums(root: Path) -> bool:
-    """``data check --verify``: every CIFAR-10 file against the official sums and the MD5SUMS lists."""
-    from replab.data.checksums import OFFICIAL_CIFAR10_MD5, verify_folder
-    from replab.data.cifar10 import FOLDER
-
-    cifar = next((f for f in (root / "cifar10" / FOLDER, root / FOLDER) if f.is_dir()), root / "cifar10" / FOLDER)
-    wikitext = root / "wikitext2"
-    sound = True
-    for name, folder, files, official in (
-        ("cifar10", cifar, list(OFFICIAL_CIFAR10_MD5), OFFICIAL_CIFAR10_MD5),
-        ("wikitext2", wikitext, [f"wiki.{s}.npz" for s in ("train", "validation", "test")], None),
-    ):
-        lines, good = verify_folder(folder, files, official)
-        sound = sound and good
-        for line in lines:
-            print(f"verify {name:<9} {line}")
-    return sound
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID", help=f"experiment id: {', '.join(EXPERIMENTS)} (replab configs lists "
+                        "their hyperparameters)")
+    add_run_options(parser)
 
 
-COMMANDS = {"configs": cmd_configs, "train": cmd_train, "grid": cmd_grid, "data": cmd_data}
-# Commands defined by other modules register a ``handler`` with ``parser.set_defaults(handler=...)``.
+def _grid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grid", choices=sorted(GRIDS), metavar="GRID",
+                        help="which experiments, one after another: " + "; ".join(
+                            f"{name}: {', '.join(GRIDS[name]) if name != 'all' else 'lstm, then vit'}"
+                            for name in sorted(GRIDS)))
+    add_run_options(parser)
+
+
+def _generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="an LSTM run folder, e.g. runs/lstm-1")
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
+                        help="best.pt or last.pt, which a completed run keeps only if trained with --keep-checkpoints "
+                        "(default: best)")
+    parser.add_argument("--prompt", help="text to continue (default: the start of the first validation article, "
+                        "which needs the data folder)")
+    parser.add_argument("--tokens", type=int, default=SampleSettings.tokens, help="tokens to generate (default: 60)")
+    parser.add_argument("--temperature", type=float, default=SampleSettings.temperature,
+                        help="softmax temperature: below 1 sharper, above 1 flatter (default: 1)")
+    parser.add_argument("--top-k", type=int, default=SampleSettings.top_k, help="sample among the k most likely "
+                        "tokens (default: 0, all)")
+    parser.add_argument("--seed", type=int, default=SampleSettings.seed, help="sampling seed (default: 0)")
+    parser.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling (default: off)")
+    parser.add_argument("--data-dir", help="data folder: GPT-1's vocabulary (gpt1-bpe/) and the default prompt "
+                        "(default: $REPLAB_DATA, else ./data)")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``add_arguments(parser)`` defines its options, ``handler(args)`` runs it and returns the exit
+    code."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+COMMANDS = (
+    Command("configs", "list the experiments with every resolved hyperparameter", _configs_arguments, cmd_configs),
+    Command("train", "train one experiment", _train_arguments, cmd_train),
+    Command("grid", "train a grid of experiments, skipping completed ones", _grid_arguments, cmd_grid),
+    Command("data", "check or download the datasets", data_commands.add_arguments, data_commands.cmd_data),
+    Command("report", "figures, tables and findings from run folders", report_commands.add_arguments,
+            report_commands.cmd_report),
+    Command("reproduce", "train the grids, resuming what finished, then the report", reproduce.add_arguments,
+            reproduce.cmd_reproduce),
+    Command("generate", "sample text from a trained LSTM run", _generate_arguments, cmd_generate),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="replab", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on standard error")
+    parser.add_argument("--version", action="version", version=f"replab {replab.__version__}",
+                        help="print replab's version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="one of the commands below (replab COMMAND --help: its options)")
+    for command in COMMANDS:
+        subparser = commands.add_parser(command.name, help=command.help)
+        command.add_arguments(subparser)
+        subparser.set_defaults(handler=command.handler)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     with main_process_output():
         try:
-            handler = getattr(args, "handler", None) or COMMANDS[args.command]
-            return handler(args)
+            return args.handler(args)
         except UsageError as error:
             print(error_line(str(error)), file=sys.stderr)
             return EXIT_USAGE

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 #: ``extra=FILE_ONLY`` on a log call: the record goes to the run's ``train.log``, not to the console.
 FILE_ONLY = {"console": False}
@@ -57,6 +58,24 @@ def main_process_output(rank: int | None = None):
         return
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         yield
+
+
+@contextlib.contextmanager
+def log_file(path: Path):
+    """The ``replab`` log also written to ``path`` (a run's ``train.log``) while inside: timestamped lines, INFO and
+    above whatever the console shows, the ``FILE_ONLY`` records included."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("replab")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # the log file always gets the epoch lines
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
 
 
 def tagged(line: str, rank: int | None = None) -> str:

@@ -1,9 +1,9 @@
 """What a run will cost, measured before it starts (``--dry-run``): a few real training steps, timed.
 
 ``estimate_run(experiment, settings)`` builds the task, model and optimizer exactly as the trainer does
-(``Trainer.setup``), runs warm-up steps, then times real training steps (``Trainer.train_step``: forward,
+(``Trainer.setup``), runs warm-up steps, then times real training steps (``EpochLoop.train_step``: forward,
 backward, optimizer step, with the batch's preparation and augmentation) and evaluation batches
-(``Trainer.eval_step``), and extrapolates with the median step times:
+(``EpochLoop.eval_step``), and extrapolates with the median step times:
 
     per epoch = training batches × training step + validation batches × evaluation step
     total     = per epoch × epochs still to train + 2 × test batches × evaluation step  (test of last and best model)
@@ -28,7 +28,9 @@ from dataclasses import dataclass
 import torch
 
 from replab.experiments import Experiment, RunSettings
+from replab.loop import epoch_seed
 from replab.system import MemoryMonitor, release_free_memory, synchronize
+from replab.train import Trainer
 
 Clock = Callable[[], float]
 
@@ -78,8 +80,7 @@ class Estimate:
 
 def skipped(experiment: Experiment) -> Estimate:
     """A run that completed its epochs already: it costs nothing."""
-    e = experiment.resolved()
-    return Estimate(e.id, "-", 0.0, 0.0, 0, 0, 0, epochs=0, epochs_done=e.epochs)
+    return Estimate(experiment.id, "-", 0.0, 0.0, 0, 0, 0, epochs=0, epochs_done=experiment.epochs)
 
 
 def _capped(count: int, limit: int | None) -> int:
@@ -116,8 +117,6 @@ def estimate_run(experiment: Experiment, settings: RunSettings, epochs_done: int
 
     Raises ``RunError`` (missing data, bad device or amp) as the trainer would.
     """
-    from replab.train import Trainer, epoch_seed
-
     # The run folder is not checked (an existing run does not stop an estimate) and never touched.
     trainer = Trainer(experiment, dataclasses.replace(settings, resume=False, overwrite=True, progress=False))
     trainer.setup()
@@ -130,12 +129,12 @@ def estimate_run(experiment: Experiment, settings: RunSettings, epochs_done: int
         def train_batches(epoch: int) -> Iterator:
             return task.train_batches(torch.Generator().manual_seed(epoch_seed(e.seed, epoch + 1)))
 
-        train_times = _timed(_endless(train_batches), trainer.train_step, s.warmup, s.steps, s.min_steps,
+        train_times = _timed(_endless(train_batches), trainer.loop.train_step, s.warmup, s.steps, s.min_steps,
                              s.budget_seconds, clock, device, monitor)
         memory = monitor.epoch_report()
         trainer.model.eval()
         with torch.no_grad():
-            eval_times = _timed(_endless(lambda _: task.eval_batches("valid")), trainer.eval_step, s.eval_warmup,
+            eval_times = _timed(_endless(lambda _: task.eval_batches("valid")), trainer.loop.eval_step, s.eval_warmup,
                                 s.eval_steps, min(s.min_steps, s.eval_steps), s.budget_seconds, clock, device)
     peak = memory.get("max_allocated_mb") if device.type == "cuda" else memory.get("peak_mb")
     limit_eval = settings.limit_eval_batches

@@ -50,6 +50,11 @@ class Experiment:
     def spec(self) -> ModelSpec:
         return get_model(self.model)
 
+    @property
+    def is_resolved(self) -> bool:
+        """Whether weight decay and momentum are set (``resolved``), as the trainer takes them."""
+        return self.weight_decay is not None and self.momentum is not None
+
     def resolved(self) -> Experiment:
         """Fill weight decay and momentum from the optimizer's rule, and check every field."""
         weight_decay = self.weight_decay
@@ -134,6 +139,9 @@ class RunSettings:
     checkpoint_minutes: float = 10.0  # also checkpoint inside an epoch about this often (0: at epoch ends only)
     keep_checkpoints: bool = False  # a completed run keeps last.pt/previous.pt too (see replab.checkpoints)
 
+    def __post_init__(self):
+        self.validate()  # settings are checked once, when made: what exists is valid
+
     def validate(self) -> None:
         if self.amp not in AMP_MODES:
             raise ValueError(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
@@ -191,6 +199,18 @@ def get_experiment(experiment_id: str) -> Experiment:
         raise KeyError(
             f"unknown experiment {experiment_id!r}; choose one of {', '.join(EXPERIMENTS)} (see `replab configs`)"
         ) from None
+
+
+def configure(experiment_id: str, **overrides: Any) -> Experiment:
+    """The experiment the trainer takes: the registry's ``experiment_id`` with ``overrides`` (hyperparameters,
+    ``None`` values ignored), resolved and validated once (``with_overrides``). The command line and the API both
+    make their experiments here; ``replab.train`` takes them as they are. ValueError naming the problem (an unknown
+    id included)."""
+    try:
+        experiment = get_experiment(experiment_id)
+    except KeyError as error:
+        raise ValueError(error.args[0]) from None
+    return with_overrides(experiment, **overrides)
 
 
 def _flag(name: str) -> str:

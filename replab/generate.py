@@ -1,4 +1,4 @@
-"""Text from a trained LSTM run: ``replab generate RUN_DIR``.
+"""Text from a trained LSTM run (the command ``replab generate RUN_DIR`` is in ``replab.cli``).
 
 The checkpoint (``best.pt``, or ``last.pt`` with ``--checkpoint last``) is loaded into the run's model; the prompt
 is encoded with GPT-1's BPE (``replab.text``), read by one LSTM call, and the continuation sampled one token at a
@@ -12,19 +12,17 @@ turns it into a one-line error, exit code 2).
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from replab.checkpoints import CheckpointError, load_checkpoint
 from replab.experiments import Experiment
 from replab.models import LANGUAGE_MODELING
 from replab.models.lstm import LSTM
-from replab.runlog import CheckpointError, RunDir, load_checkpoint
+from replab.runlog import RunDir
 from replab.text import GPT1Tokenizer
 from replab.text.bpe import PAD_ID, UNK_ID
 
@@ -106,22 +104,6 @@ def load_lstm(run_dir: str | Path, checkpoint: str = "best") -> tuple[LSTM, dict
     return model.eval(), {k: v for k, v in state.items() if k in ("epoch", "best")}
 
 
-def default_prompt(data_dir: str | Path, tokenizer: GPT1Tokenizer, tokens: int = PROMPT_TOKENS) -> str:
-    """The start of the first article of the validation split: the first line after its title, cut to at most
-    ``tokens`` tokens at a word end."""
-    from replab.data.wikitext2 import Wikitext2
-
-    data = Wikitext2(data_dir, split="validation")
-    starts = np.cumsum(data.sizes) - data.sizes
-    for start, size in zip(starts.tolist(), data.sizes.tolist(), strict=True):
-        ids = data.tokens[start : start + size].tolist()
-        if ids and not tokenizer.decode(ids).startswith("="):  # headings are "= title =", "= = section = =", ...
-            ids = ids[:tokens]
-            words = [i for i, piece in enumerate(tokenizer.tokens(ids)) if piece.endswith("</w>")]
-            return tokenizer.decode(ids[: words[-1] + 1] if words else ids)
-    raise ValueError(f"no text line in {data.path}")
-
-
 def encode_prompt(prompt: str, tokenizer: GPT1Tokenizer) -> list[int]:
     """Token ids of the prompt; ValueError if it holds no token. Unknown characters are read as ``<unk>``."""
     ids = tokenizer.encode(prompt)
@@ -172,45 +154,3 @@ def sample(model: LSTM, prompt: str, settings: SampleSettings, tokenizer: GPT1To
     head, whole = tokenizer.decode(prompt_ids), tokenizer.decode(prompt_ids + ids)
     continuation = whole[len(head):].strip() if whole.startswith(head) else tokenizer.decode(ids)
     return Sample(prompt_ids, ids, head, continuation, whole)
-
-
-# ------------------------------------------------------------------------------------------------ command
-def cmd_generate(args) -> int:
-    from replab.data import resolve_data_dir
-    from replab.runner import EXIT_OK, UsageError
-
-    settings = SampleSettings(args.tokens, args.temperature, args.top_k, args.seed, args.greedy)
-    try:
-        settings.validate()
-        model, record = load_lstm(args.run_dir, args.checkpoint)
-        tokenizer = GPT1Tokenizer.from_data_dir(args.data_dir)
-        prompt = args.prompt
-        if prompt is None:
-            prompt = default_prompt(resolve_data_dir(args.data_dir), tokenizer)
-        result = sample(model, prompt, settings, tokenizer)
-    except (ValueError, FileNotFoundError) as error:
-        raise UsageError(str(error)) from None
-    print(f"{Path(args.run_dir).name}, {args.checkpoint}.pt (epoch {record.get('epoch', '?')}): "
-          f"{settings.describe()}", file=sys.stderr)
-    print(result.text)
-    return EXIT_OK
-
-
-def add_generate_command(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("generate", help="sample text from a trained LSTM run")
-    parser.add_argument("run_dir", help="an LSTM run folder, e.g. runs/lstm-1")
-    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
-                        help="best.pt or last.pt, which a completed run keeps only if trained with --keep-checkpoints "
-                        "(default: best)")
-    parser.add_argument("--prompt", help="text to continue (default: the start of the first validation article, "
-                        "which needs the data folder)")
-    parser.add_argument("--tokens", type=int, default=SampleSettings.tokens, help="tokens to generate (default: 60)")
-    parser.add_argument("--temperature", type=float, default=SampleSettings.temperature,
-                        help="softmax temperature: below 1 sharper, above 1 flatter (default: 1)")
-    parser.add_argument("--top-k", type=int, default=SampleSettings.top_k, help="sample among the k most likely "
-                        "tokens (default: 0, all)")
-    parser.add_argument("--seed", type=int, default=SampleSettings.seed, help="sampling seed (default: 0)")
-    parser.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling (default: off)")
-    parser.add_argument("--data-dir", help="data folder: GPT-1's vocabulary (gpt1-bpe/) and the default prompt "
-                        "(default: $REPLAB_DATA, else ./data)")
-    parser.set_defaults(handler=cmd_generate)

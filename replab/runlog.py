@@ -1,13 +1,13 @@
-"""The files a run leaves in its folder, written and read in one place.
+"""The files a run leaves in its folder, written and read in one place, and the records they hold.
 
-``config.json`` (resolved configuration and environment), ``metrics.jsonl`` (one JSON object per epoch,
-appended as each epoch ends), ``summary.json`` (status and scores), ``train.log`` (human-readable), an LSTM's
-``sample.json`` (``replab.run_sample``), the checkpoints ``last.pt``/``previous.pt``/``best.pt`` (which a completed
-run keeps: ``replab.checkpoints``), and ``.lock`` (held by the one process writing the folder).
-Every file that is rewritten is written atomically (temporary file in the same folder, fsync, then
-``os.replace``), so a kill never leaves a half-written file behind; ``last.pt`` keeps its predecessor as
-``previous.pt``, so one damaged checkpoint never loses the run. Checkpoints are read with ``weights_only=True``:
-tensors and plain containers only, never code.
+``config.json`` (resolved configuration, environment and the attempts that trained the run: ``config_record``),
+``metrics.jsonl`` (one JSON object per epoch, appended as each epoch ends), ``summary.json`` (status and scores:
+``run_summary``), ``train.log`` (human-readable), an LSTM's ``sample.json`` (``replab.run_sample``), the
+checkpoints ``last.pt``/``previous.pt``/``best.pt`` (what they hold, and which a completed run keeps:
+``replab.checkpoints``), and ``.lock`` (held by the one process writing the folder). Every file that is rewritten
+is written atomically (temporary file in the same folder, fsync, then ``os.replace``), so a kill never leaves a
+half-written file behind; ``last.pt`` keeps its predecessor as ``previous.pt``, so one damaged checkpoint never
+loses the run. The report reads run folders back through ``find_runs``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import fcntl
 import json
 import math
 import os
-import pickle
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -115,47 +113,72 @@ def memory_summary(records: list[dict]) -> dict:
     return summary
 
 
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used: ``unsafe`` when it holds objects a weights-only load refuses."""
-
-    def __init__(self, path: Path, reason: str, unsafe: bool = False):
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason, self.unsafe = Path(path), reason, unsafe
+# ------------------------------------------------------------------------------------------------ records
+ATTEMPT_ENVIRONMENT = ("git_commit", "torch", "device", "device_name", "hostname")  # recorded per attempt
 
 
-def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
-    """A checkpoint read with ``torch.load(weights_only=True)``: tensors, numbers, strings and plain containers.
+def attempt_record(env: dict, started: str | None, from_epoch: int | None, from_step: int | None) -> dict:
+    """One entry of config.json's ``attempts``: when a process started, where in the run (epoch, step inside it),
+    and the ``ATTEMPT_ENVIRONMENT`` part of its ``environment()``."""
+    return {"started": started, "from_epoch": from_epoch, "from_step": from_step,
+            **{k: env.get(k) for k in ATTEMPT_ENVIRONMENT}}
 
-    Raises ``CheckpointError``: damaged (truncated, not a checkpoint) or unsafe (a pickle that would build other
-    objects, e.g. run code through ``__reduce__``: refused before anything is built).
+
+def attempt_history(earlier: dict | None, attempt: dict) -> dict:
+    """``{"started", "attempts"}`` of config.json: when the run first started, and every process that trained it.
+
+    ``attempt``: this process's ``attempt_record``. ``earlier``: the
+    config.json written by the attempt before (None for a fresh start). A config.json from before attempts were
+    recorded stands for one attempt, rebuilt from its ``started`` and ``environment`` (where it began: unknown).
+    A run resumed from another commit or machine thus says which epochs came from which.
     """
-    path = Path(path)
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        detail = _weights_unpickler_error(str(error))
-        if "global" in detail.lower() or "reduce" in detail.lower():  # an object it would have had to build
-            raise CheckpointError(
-                path, f"refused: it holds Python objects that a weights-only load does not allow ({detail}), so it "
-                "was not written by replab or was altered (only load checkpoints you trust)", unsafe=True) from None
-        raise CheckpointError(path, f"damaged ({detail})") from None
-    except FileNotFoundError:
-        raise CheckpointError(path, "missing") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(path, f"damaged ({first_line})") from None
-    if not isinstance(checkpoint, dict) or not {"epoch", "model"} <= set(checkpoint):
-        raise CheckpointError(path, "not a replab checkpoint (no epoch and model state)")
-    return checkpoint
+    if not earlier:
+        return {"started": attempt["started"], "attempts": [attempt]}
+    before = earlier.get("attempts") or [attempt_record(earlier.get("environment") or {}, earlier.get("started"),
+                                                        None, None)]
+    return {"started": earlier.get("started") or attempt["started"], "attempts": [*before, attempt]}
 
 
-def _weights_unpickler_error(message: str) -> str:
-    """The useful part of torch's weights-only error (``Unsupported global: GLOBAL io.open was not ...``)."""
-    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. Please|\n|$)", message)
-    text = match.group(1) if match else (message.strip().splitlines() or ["unreadable"])[0]
-    return text.strip().rstrip(".")
+def config_record(run: dict, environment: dict, started: str, first_epoch: int, first_step: int,
+                  earlier: dict | None) -> dict:
+    """What ``config.json`` holds: ``run`` (the run's ``experiment``, ``settings``, ``task``, ``parameters`` and
+    ``world_size``, in that order), this process's ``environment`` and the history of the attempts
+    (``attempt_history``): this one ``started`` at ``first_epoch``/``first_step`` (epoch 1, step 0 unless resumed),
+    ``earlier`` the config.json of the attempts before it (None for a fresh start)."""
+    attempt = attempt_record(environment, started, first_epoch, first_step)
+    return {**run, "environment": environment, **attempt_history(earlier, attempt)}
 
 
+def run_summary(run_id: str, status: str, reason: str | None, metric: str, higher_is_better: bool,
+                epochs_planned: int, records: list[dict], best: dict, tests: dict | None = None) -> dict:
+    """What ``summary.json`` holds: the status (and why a run stopped), the metric and its direction, the best
+    validation score (``best``: ``{"value", "epoch"}``) and the last epoch's of ``records`` (the epoch lines), time,
+    memory, and the test scores ``tests``."""
+    summary = {
+        "id": run_id,
+        "status": status,
+        "reason": reason,
+        "metric": metric,
+        "higher_is_better": higher_is_better,
+        "epochs_completed": len(records),
+        "epochs_planned": epochs_planned,
+        "best_val": best.get("value"),
+        "best_epoch": best.get("epoch"),
+    }
+    if records:
+        last = records[-1]
+        summary.update({
+            "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
+            f"final_train_{metric}": last[f"train_{metric}"], f"final_val_{metric}": last[f"val_{metric}"],
+            "total_seconds": last["wall_seconds"],
+            "mean_epoch_seconds": sum(r["train_seconds"] for r in records) / len(records),
+            "memory": memory_summary(records),
+        })
+    summary.update(tests or {})
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ files
 class RunLocked(Exception):
     """Another live process holds the run folder's lock."""
 

@@ -1,8 +1,6 @@
-"""Running experiments: one run, a grid of runs (skipping completed ones, resuming started ones), their cost
-estimates, and the exit codes the ``replab`` commands return.
-
-Used by ``replab.cli`` (``train``, ``grid``) and ``replab.report.commands`` (``reproduce``); it imports neither.
-Exit codes: 0 success, 1 a run diverged or failed, 2 bad input (nothing created), 130 interrupted (Ctrl-C or SIGTERM).
+"""Running experiments: one run, a grid of runs (skipping completed ones, resuming started ones), and their cost
+estimates, for the commands that train (``replab train``/``grid`` in ``replab.cli``, ``replab reproduce`` in
+``replab.reproduce``), which import it; it imports no command module. Exit codes: ``replab.exits``.
 """
 
 from __future__ import annotations
@@ -11,35 +9,32 @@ import dataclasses
 from pathlib import Path
 
 from replab.console import closing_line
-from replab.experiments import RunSettings, get_experiment, with_overrides
-
-EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UsageError(Exception):
-    """Bad input: one line for the user, exit code 2."""
+from replab.estimate import estimate_run, load_note, precision_table, skipped, table, total_seconds
+from replab.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, UsageError
+from replab.experiments import RunSettings, configure
+from replab.runlog import RunDir
+from replab.system import native_bf16_cpu, pick_device
+from replab.train import RunError, completed_summary, train
 
 
 def _status_code(summary: dict) -> int:
     return {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(summary.get("status"), EXIT_RUN_FAILED)
 
 
-def _train_one(experiment, settings) -> int:
-    from replab.train import RunError, train
-
+def run_one(experiment, settings) -> int:
+    """Train one resolved experiment (``replab.experiments.configure``) and print its closing line; returns the exit
+    code of its status. Bad input (``RunError``) is a ``UsageError``."""
     try:
         summary = train(experiment, settings)
-    except (RunError, ValueError) as error:
+    except (RunError, ValueError) as error:  # ValueError: a device that does not exist (``pick_device``)
         raise UsageError(str(error)) from None
     print(closing_line(experiment.id, summary))
     return _status_code(summary)
 
 
 # ------------------------------------------------------------------------------------------------ estimates
-def _epochs_done(experiment, settings: RunSettings) -> int:
+def epochs_done(experiment, settings: RunSettings) -> int:
     """Epochs a resumed run has already (read from its metrics; 0 for a new or overwritten run)."""
-    from replab.runlog import RunDir
-
     if not settings.resume or settings.overwrite:
         return 0
     return len(RunDir(Path(settings.out) / experiment.id).read_metrics())
@@ -47,16 +42,13 @@ def _epochs_done(experiment, settings: RunSettings) -> int:
 
 def estimate_plan(plan: list[tuple]) -> list:
     """The cost of each ``(experiment, settings)`` of a plan (``settings`` None: completed, skipped)."""
-    from replab.estimate import estimate_run, skipped
-    from replab.train import RunError
-
     estimates = []
     for experiment, settings in plan:
         if settings is None:
             estimates.append(skipped(experiment))
             continue
         try:
-            estimates.append(estimate_run(experiment, settings, _epochs_done(experiment, settings)))
+            estimates.append(estimate_run(experiment, settings, epochs_done(experiment, settings)))
         except (RunError, ValueError) as error:
             raise UsageError(str(error)) from None
     return estimates
@@ -69,8 +61,6 @@ def bf16_plan(plan: list[tuple]) -> tuple[list[tuple] | None, str]:
     AMX-BF16): there bf16 autocast may be several times faster. Without them bf16 runs a slow fallback, so it is
     not estimated (the note says why); on a GPU, or with an ``--amp`` chosen, the plan's own precision is all.
     """
-    from replab.system import native_bf16_cpu, pick_device
-
     runs = [settings for _, settings in plan if settings is not None]
     if not runs or any(s.amp != "none" for s in runs):
         return None, ""
@@ -90,8 +80,6 @@ def show_estimates(plan: list[tuple]) -> float:
     """Time a few real steps of every run of the plan and print the table; on a CPU with bf16 instructions and
     ``--amp none``, the same with ``--amp bf16`` and the two side by side (``bf16_plan``). Returns the estimated
     seconds of the plan as given."""
-    from replab.estimate import load_note, precision_table, table, total_seconds
-
     estimates = estimate_plan(plan)
     print(table(estimates))
     alternative, why = bf16_plan(plan)
@@ -115,12 +103,10 @@ def print_estimates(plan: list[tuple]) -> int:
 def plan_grid(experiment_ids: list[str], settings: RunSettings, overrides: dict | None = None) -> list[tuple]:
     """``(experiment, settings)`` of each run of a grid; settings ``None`` for a completed run (skipped), and
     ``resume`` set for a started one. ``overrides``: hyperparameters for every experiment (``None`` ignored)."""
-    from replab.train import completed_summary
-
     try:
-        experiments = [with_overrides(get_experiment(i), **(overrides or {})) for i in experiment_ids]
-    except (KeyError, ValueError) as error:
-        raise UsageError(str(error).strip("'\"")) from None
+        experiments = [configure(i, **(overrides or {})) for i in experiment_ids]
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     plan = []
     for experiment in experiments:
         if not settings.overwrite and completed_summary(experiment, settings):
@@ -143,7 +129,7 @@ def run_grid(experiment_ids: list[str], settings: RunSettings, overrides: dict |
         if run_settings is None:
             print(f"{experiment.id}: completed already, skipped")
             continue
-        code = _train_one(experiment, run_settings)
+        code = run_one(experiment, run_settings)
         if code == EXIT_INTERRUPTED:
             return code
         worst = max(worst, code)

@@ -4,9 +4,12 @@ distributed run (rank, world size, sums across ranks), and the signals that ask 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import logging
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -161,8 +164,6 @@ def resident_memory_mb() -> float:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
-        import resource
-
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -173,16 +174,12 @@ def release_free_memory(device: torch.device) -> None:
     the previous run's freed memory: glibc keeps freed heap pages resident (``malloc_trim`` returns them), and
     PyTorch's CUDA allocator keeps its cached blocks and its peak since process start.
     """
-    import gc
-
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
-
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
             pass
@@ -192,7 +189,7 @@ class _NvmlProcessMemory:
     """Device memory used by this process as nvidia-smi shows it, through NVML (``nvidia-ml-py``), if available."""
 
     def __init__(self, device: torch.device):
-        import pynvml  # optional dependency: pip install replab[gpu]
+        import pynvml  # an optional dependency (pip install replab[gpu]), NVIDIA machines only: imported when used
 
         pynvml.nvmlInit()
         self.nvml = pynvml

@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 from replab.data import shard
-from replab.data.cifar10 import ImageBatches, load_cifar10
+from replab.data.cifar10 import load_cifar10
 from replab.data.embeddings import EMBEDDINGS_FILE
+from replab.data.image_batches import ImageBatches
 from replab.data.wikitext2 import Wikitext2
 from replab.experiments import Experiment, RunSettings
-from replab.models import IMAGE_CLASSIFICATION, LANGUAGE_MODELING
+from replab.models import IMAGE_CLASSIFICATION, LANGUAGE_MODELING, TaskKind
+from replab.run_sample import keep_sample
 from replab.runlog import RunDir
 
 log = logging.getLogger("replab.tasks")
@@ -29,11 +31,25 @@ LEARNED_EMBEDDINGS = "none"
 
 
 class Task:
-    """The interface the trainer uses. Statistics are sums (tensors on the device) so ranks can add them up."""
+    """The interface the trainer uses. Statistics are sums (tensors on the device) so ranks can add them up.
 
-    metric: str  # name of the score
-    higher_is_better: bool
-    unit: str  # what throughput counts
+    ``kind``: the ``TaskKind`` of the model registry this task trains; its ``metric``, ``higher_is_better`` and
+    ``unit`` (what throughput counts) are the task's.
+    """
+
+    kind: TaskKind
+
+    @property
+    def metric(self) -> str:
+        return self.kind.metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind.higher_is_better
+
+    @property
+    def unit(self) -> str:
+        return self.kind.unit
 
     def __init__(self, experiment: Experiment, settings: RunSettings, data_dir: Path, device: torch.device):
         self.experiment = experiment
@@ -77,9 +93,7 @@ class Task:
 class LanguageModelingTask(Task):
     """LSTM on Wikitext-2. Loss: the spec's per-sequence mean NLL; score: perplexity over all predicted tokens."""
 
-    metric = "perplexity"
-    higher_is_better = False
-    unit = "tokens"
+    kind = LANGUAGE_MODELING
     splits = {"train": "train", "valid": "validation", "test": "test"}
 
     def __init__(self, experiment, settings, data_dir, device):
@@ -128,8 +142,6 @@ class LanguageModelingTask(Task):
 
     def keep_with_best(self, run: RunDir, epoch: int) -> None:
         """The text sample of ``best.pt``, ``sample.json`` (``replab.run_sample``)."""
-        from replab.run_sample import keep_sample
-
         keep_sample(run.path, self.data_dir, epoch)
 
     def _batches(self, dataset: Wikitext2, order: torch.Tensor, rank: int, world_size: int):
@@ -169,9 +181,7 @@ class LanguageModelingTask(Task):
 class ImageClassificationTask(Task):
     """ViT or CNN on CIFAR-10 (45k/5k/10k split), whole splits kept on the device, augmentation in batches."""
 
-    metric = "accuracy"
-    higher_is_better = True
-    unit = "images"
+    kind = IMAGE_CLASSIFICATION
 
     def __init__(self, experiment, settings, data_dir, device):
         super().__init__(experiment, settings, data_dir, device)
@@ -226,7 +236,7 @@ class ImageClassificationTask(Task):
         return {"loss": totals["loss_sum"] / count, "accuracy": totals["correct"] / count}
 
 
-TASKS: dict[str, type[Task]] = {LANGUAGE_MODELING: LanguageModelingTask, IMAGE_CLASSIFICATION: ImageClassificationTask}
+TASKS: dict[TaskKind, type[Task]] = {task.kind: task for task in (LanguageModelingTask, ImageClassificationTask)}
 
 
 def make_task(experiment: Experiment, settings: RunSettings, data_dir: Path, device: torch.device) -> Task:

@@ -79,7 +79,7 @@ def test_every_step_has_a_line_of_text_above_it():
 
 
 def test_cpu_profile_is_the_quick_profile_of_reproduce():
-    from replab.report.commands import QUICK
+    from replab.reproduce import QUICK
 
     flags = {"--epochs": "epochs", "--batch-size": "batch_size", "--limit-train-batches": "limit_train_batches",
              "--limit-eval-batches": "limit_eval_batches"}

@@ -8,12 +8,13 @@ import itertools
 import pytest
 import torch
 
+from replab import reproduce
 from replab.cli import main
 from replab.estimate import Estimate, Sampling, _timed, estimate_run, fmt_duration, skipped, table, total_seconds
+from replab.exits import UsageError
 from replab.experiments import GRIDS, RunSettings, get_experiment, with_overrides
-from replab.report import commands
-from replab.report.commands import CONFIRM_ABOVE_SECONDS, confirm_cost
-from replab.runner import UsageError, _epochs_done, plan_grid
+from replab.reproduce import CONFIRM_ABOVE_SECONDS, confirm_cost
+from replab.runner import epochs_done, plan_grid
 from tests.report.fakes import rising, write_run
 
 CPU = torch.device("cpu")
@@ -85,8 +86,8 @@ def test_grid_plan_skips_completed_runs_and_counts_the_epochs_a_resume_keeps(tmp
     plan = plan_grid(["vit-1", "vit-2", "vit-3"], RunSettings(out=str(tmp_path)), {"epochs": None})
     (vit1, s1), (vit2, s2), (vit3, s3) = plan
     assert s1 is None and skipped(vit1).total_seconds == 0
-    assert s2.resume and _epochs_done(vit2, s2) == 3
-    assert not s3.resume and _epochs_done(vit3, s3) == 0
+    assert s2.resume and epochs_done(vit2, s2) == 3
+    assert not s3.resume and epochs_done(vit3, s3) == 0
 
 
 # ------------------------------------------------------------------------------------------------ the prompt
@@ -116,7 +117,7 @@ def no_training(monkeypatch):
     """``reproduce`` without training: the grids are recorded, and the estimate is 3 hours (printed)."""
     grids, estimated = [], []
     monkeypatch.setattr("replab.runner.run_grid", lambda ids, settings, overrides: grids.append(ids) or 0)
-    monkeypatch.setattr(commands, "_estimate", lambda g, p: estimated.append(p.name) or 3 * 3600.0)
+    monkeypatch.setattr(reproduce, "estimate_cost", lambda g, p: estimated.append(p.name) or 3 * 3600.0)
     return grids, estimated
 
 
@@ -152,14 +153,14 @@ def fake_estimates(monkeypatch):
         step = 0.5 if settings.amp == "bf16" else 2.0
         return Estimate(experiment.id, "cpu", step, step / 4, 100, 10, 10, epochs=experiment.epochs - epochs_done)
 
-    monkeypatch.setattr("replab.estimate.estimate_run", estimate)
+    monkeypatch.setattr("replab.runner.estimate_run", estimate)
     return seen
 
 
 @pytest.mark.parametrize("command", [["train", "lstm-1"], ["grid", "lstm"]])
 def test_dry_run_on_a_bf16_cpu_prints_fp32_and_bf16_side_by_side(command, tmp_path, fake_estimates, monkeypatch,
                                                                    capsys):
-    monkeypatch.setattr("replab.system.native_bf16_cpu", lambda: True)
+    monkeypatch.setattr("replab.runner.native_bf16_cpu", lambda: True)
     assert main([*command, "--dry-run", "--device", "cpu", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     ids = [i for i, _ in fake_estimates if _ == "none"]
@@ -172,7 +173,7 @@ def test_dry_run_on_a_bf16_cpu_prints_fp32_and_bf16_side_by_side(command, tmp_pa
 
 def test_dry_run_without_bf16_instructions_says_why_bf16_is_not_estimated(tmp_path, fake_estimates, monkeypatch,
                                                                           capsys):
-    monkeypatch.setattr("replab.system.native_bf16_cpu", lambda: False)
+    monkeypatch.setattr("replab.runner.native_bf16_cpu", lambda: False)
     assert main(["train", "lstm-1", "--dry-run", "--device", "cpu", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert fake_estimates == [("lstm-1", "none")]
@@ -180,6 +181,6 @@ def test_dry_run_without_bf16_instructions_says_why_bf16_is_not_estimated(tmp_pa
 
 
 def test_dry_run_with_an_amp_chosen_estimates_that_precision_only(tmp_path, fake_estimates, monkeypatch, capsys):
-    monkeypatch.setattr("replab.system.native_bf16_cpu", lambda: True)
+    monkeypatch.setattr("replab.runner.native_bf16_cpu", lambda: True)
     assert main(["train", "lstm-1", "--dry-run", "--device", "cpu", "--amp", "bf16", "--out", str(tmp_path)]) == 0
     assert fake_estimates == [("lstm-1", "bf16")] and "speed-up" not in capsys.readouterr().out

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from replab.checkpoints import CheckpointError, load_checkpoint
 from replab.cli import main
-from replab.runlog import CheckpointError, RunDir, RunLock, load_checkpoint
+from replab.runlog import RunDir, RunLock
 from tests.report.fakes import write_run
 from tests.test_train import run_in_fresh_process, scores
 

@@ -9,8 +9,8 @@ from replab.cli import main
 from replab.experiments import EXPERIMENTS, with_overrides
 from replab.generate import SampleSettings, generate, load_lstm, sample
 from replab.models.lstm import LSTM
-from replab.report.runs import load_study
 from replab.report.samples import samples_text
+from replab.report.study import load_study
 from replab.run_sample import SAMPLE_PROMPT
 from replab.runlog import RunDir, atomic_torch_save
 

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-import replab.train
+import replab.loop
 from replab.progress import EpochBar
 from replab.runlog import RunDir
 from tests.test_train import STOP_ARGS, cli, signals_at_steps
@@ -60,7 +60,7 @@ def test_the_trainer_gives_a_resumed_epochs_bar_the_steps_and_items_already_done
             super().update(loss, items, seconds)
 
     signals_at_steps(monkeypatch, {})
-    monkeypatch.setattr(replab.train, "EpochBar", RecordingBar)
+    monkeypatch.setattr(replab.loop, "EpochBar", RecordingBar)
     assert cli(tmp_path, *[a for a in STOP_ARGS if a != "--no-progress"], "--resume", "--progress") == 0
     (bar,) = bars
     assert (bar.bar.format_dict["initial"], bar.items_done, bar.bar.total) == (5, 5 * 32, 8)

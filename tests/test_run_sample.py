@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from replab.cli import main
-from replab.report.runs import load_study
 from replab.report.samples import samples_text
+from replab.report.study import load_study
 from replab.run_sample import SAMPLE_FILE, SAMPLE_PROMPT, SAMPLE_SETTINGS, keep_sample, read_sample
 from replab.runlog import RunDir
 from tests.report.fakes import write_run
@@ -90,10 +90,10 @@ def test_an_lstm_run_keeps_the_sample_of_its_best_checkpoint(tmp_path, data_root
                                                               capsys):
     monkeypatch.setenv("REPLAB_DATA", str(data_root))
     samples = []
-    import replab.run_sample
+    import replab.tasks
 
-    keep = replab.run_sample.keep_sample
-    monkeypatch.setattr(replab.run_sample, "keep_sample", lambda *a, **k: samples.append(a[2]) or keep(*a, **k))
+    keep = replab.tasks.keep_sample
+    monkeypatch.setattr(replab.tasks, "keep_sample", lambda *a, **k: samples.append(a[2]) or keep(*a, **k))
     args = ["train", "lstm-1", "--epochs", "2", "--batch-size", "2", "--limit-train-batches", "1",
             "--limit-eval-batches", "1", "--no-progress", "--out", str(tmp_path)]
     assert main(args) == 0

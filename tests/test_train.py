@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from replab.cli import main
-from replab.runlog import RunDir
+from replab.loop import EpochLoop
+from replab.runlog import RunDir, attempt_history
 from replab.system import StopSignals
 from replab.tasks import ImageClassificationTask
-from replab.train import Trainer, attempt_history
+from replab.train import Trainer
 from tests.conftest import with_old_vit_names
 
 TINY_VIT = ["--batch-size", "32", "--limit-train-batches", "3", "--limit-eval-batches", "2", "--no-progress"]
@@ -189,7 +190,7 @@ def test_bf16_on_a_gpu_that_only_emulates_it_warns_and_names_fp16(tmp_path, monk
     for capability, warned in (((7, 5), True), ((8, 0), False)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         caplog.clear()
-        Trainer(get_experiment("vit-2"), RunSettings(amp="bf16", out=str(tmp_path)))
+        Trainer(get_experiment("vit-2").resolved(), RunSettings(amp="bf16", out=str(tmp_path)))
         assert ("bf16 is emulated" in caplog.text and "--amp fp16" in caplog.text) == warned
 
 
@@ -270,8 +271,8 @@ def test_a_stop_signal_saves_the_step_it_arrives_in_exits_130_then_resumes_there
     else:
         assert f"stopped by {stop.name} after epoch 1;" in summary["reason"]
     seen_while_training = []  # the stale "interrupted" summary must not describe the resumed run
-    train_epoch = Trainer.train_epoch
-    monkeypatch.setattr(Trainer, "train_epoch",
+    train_epoch = EpochLoop.train_epoch
+    monkeypatch.setattr(EpochLoop, "train_epoch",
                         lambda self, *a: seen_while_training.append(run.read_summary()) or train_epoch(self, *a))
     assert cli(tmp_path, *args, "--resume") == 0
     assert seen_while_training == [None]
@@ -304,7 +305,7 @@ def signals_at_steps(monkeypatch, at: dict[int, list[int]]) -> list[int]:
     """Training steps that send this process the signals ``at[n]`` as (1-based, over the whole run) step ``n``
     begins; returns the list that counts the steps trained."""
     steps = []
-    train_step = Trainer.train_step
+    train_step = EpochLoop.train_step
 
     def step(self, batch):
         steps.append(1)
@@ -312,7 +313,7 @@ def signals_at_steps(monkeypatch, at: dict[int, list[int]]) -> list[int]:
             os.kill(os.getpid(), number)
         return train_step(self, batch)
 
-    monkeypatch.setattr(Trainer, "train_step", step)
+    monkeypatch.setattr(EpochLoop, "train_step", step)
     return steps
 
 
@@ -378,7 +379,7 @@ def test_resume_inside_an_epoch_gives_the_uninterrupted_metrics(tmp_path, monkey
     expected = scores(RunDir(tmp_path / "straight" / "vit-2").read_metrics())
 
     steps = []
-    train_step = Trainer.train_step
+    train_step = EpochLoop.train_step
 
     def stopped_at_step_13(self, batch):  # epoch 2, step 5
         steps.append(1)
@@ -386,7 +387,7 @@ def test_resume_inside_an_epoch_gives_the_uninterrupted_metrics(tmp_path, monkey
             raise KeyboardInterrupt
         return train_step(self, batch)
 
-    monkeypatch.setattr(Trainer, "train_step", stopped_at_step_13)
+    monkeypatch.setattr(EpochLoop, "train_step", stopped_at_step_13)
     stopped = RunDir(tmp_path / "stopped" / "vit-2")
     assert cli(tmp_path / "stopped", *args) == 130
     checkpoint = torch.load(stopped.last_checkpoint, weights_only=True)
@@ -395,7 +396,7 @@ def test_resume_inside_an_epoch_gives_the_uninterrupted_metrics(tmp_path, monkey
     assert len(stopped.read_metrics()) == 1
 
     steps.clear()
-    monkeypatch.setattr(Trainer, "train_step", lambda self, batch: steps.append(1) or train_step(self, batch))
+    monkeypatch.setattr(EpochLoop, "train_step", lambda self, batch: steps.append(1) or train_step(self, batch))
     assert cli(tmp_path / "stopped", *args, "--resume") == 0
     assert len(steps) == 4  # the 4 steps of epoch 2 left, nothing trained twice
     config = stopped.read_config()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from replab.datadir import file_identity
+
 SUMS_FILE = "MD5SUMS"
 
 #: The files of the official ``cifar-10-python.tar.gz`` (https://www.cs.toronto.edu/~kriz/cifar.html).
@@ -62,12 +64,6 @@ def find_sums(folder: Path) -> Path | None:
 
 
 _verified: set[tuple] = set()  # (path, size, mtime, inode) of files this process checked already
-
-
-def file_identity(path: Path) -> tuple[str, int, int, int]:
-    """``(resolved path, size, mtime in ns, inode)``: a key that changes when the file is rewritten or replaced."""
-    stat = path.stat()
-    return str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def verify(path: Path, dataset: str) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from replab.data.http import open_url, retrying
 from replab.runlog import atomic_write_bytes
@@ -114,8 +115,6 @@ def _stream_shard(url: str, offset: int, block: _Block, out: memoryview, bar) ->
 
 def _fetch_shards(base: str, block: _Block, recorded: dict, retries: int, wait: float, progress: bool):
     """The token block as a (V, E) float32 array and the shards' SHA-256 sums, shard by shard until it is full."""
-    from tqdm.auto import tqdm
-
     values = np.empty(block.stop - block.start, dtype=np.float32)
     out = memoryview(values).cast("B")
     sums: dict[str, str] = {}

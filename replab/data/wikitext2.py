@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from replab.data import checksums
+from replab.text import GPT1Tokenizer
 
 __all__ = ["Wikitext2", "SPLITS", "BREAK_MODES"]
 
@@ -214,6 +215,18 @@ class Wikitext2(Dataset):
             "target": torch.where(mask, window[:, 1:], zero),
             "mask": mask.to(torch.float32),
         }
+
+    def opening_text(self, tokenizer: GPT1Tokenizer, tokens: int) -> str:
+        """The start of the split's first article: its first line after the title, cut to at most ``tokens`` tokens
+        at a word end, as text (``replab generate``'s default prompt)."""
+        starts = np.cumsum(self.sizes) - self.sizes
+        for start, size in zip(starts.tolist(), self.sizes.tolist(), strict=True):
+            ids = self.tokens[start : start + size].tolist()
+            if ids and not tokenizer.decode(ids).startswith("="):  # headings are "= title =", "= = section = =", ...
+                ids = ids[:tokens]
+                words = [i for i, piece in enumerate(tokenizer.tokens(ids)) if piece.endswith("</w>")]
+                return tokenizer.decode(ids[: words[-1] + 1] if words else ids)
+        raise ValueError(f"no text line in {self.path}")
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         index = int(index)

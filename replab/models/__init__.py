@@ -2,8 +2,10 @@
 
 ``MODELS`` is the one registry of models: a name (what an experiment and its ``config.json`` record, as ``task``)
 -> ``ModelSpec``: the model's config dataclass (its hyperparameters, defaults there), how to build it from one, and
-which task trains it. Adding a model: its file in this folder (the module, a frozen config dataclass, a builder
-``build(config, **run_options)``) and one entry below; then its experiments in ``replab.experiments``.
+the kind of task it is trained for (``TaskKind``: its metric, whether higher is better, what throughput counts),
+which the trainer records and the report reads. Adding a model: its file in this folder (the module, a frozen
+config dataclass, a builder ``build(config, **run_options)``) and one entry below; then its experiments in
+``replab.experiments``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,23 @@ from replab.models.cnn import CNNConfig, cnn_from_config
 from replab.models.lstm import LSTM, LSTMConfig
 from replab.models.vit import VisionTransformer, ViTConfig
 
-LANGUAGE_MODELING = "language_modeling"  # replab.tasks.LanguageModelingTask: Wikitext-2, perplexity
-IMAGE_CLASSIFICATION = "image_classification"  # replab.tasks.ImageClassificationTask: CIFAR-10, accuracy
+
+@dataclass(frozen=True)
+class TaskKind:
+    """What a model is trained for and how it is scored: ``metric`` (the score of the specification, recorded in
+    every epoch line as ``train_<metric>``/``val_<metric>``), whether a higher score is better, and ``unit``, what
+    throughput counts. ``replab.tasks`` trains each kind; the report reads these three from here."""
+
+    name: str
+    metric: str
+    higher_is_better: bool
+    unit: str
+
+
+#: Wikitext-2 (``replab.tasks.LanguageModelingTask``): perplexity, lower is better, tokens per second.
+LANGUAGE_MODELING = TaskKind("language_modeling", "perplexity", higher_is_better=False, unit="tokens")
+#: CIFAR-10 (``replab.tasks.ImageClassificationTask``): accuracy, higher is better, images per second.
+IMAGE_CLASSIFICATION = TaskKind("image_classification", "accuracy", higher_is_better=True, unit="images")
 
 
 @dataclass(frozen=True)
@@ -28,7 +45,8 @@ class ModelSpec:
     """A model of the registry.
 
     ``build(config, **run_options)`` returns the model: the language-modelling task passes ``vocabulary_size`` and
-    ``embeddings_file``, the image task ``attention``; a builder ignores what does not concern it.
+    ``embeddings_file``, the image task ``attention``; a builder ignores what does not concern it. ``task``: the
+    ``TaskKind`` the model is trained for.
     ``variant``: the config field that tells the model's variants apart in the report's tables (its
     "architecture"), if any. ``channels_last``: model and images in channels-last memory format.
     ``bf16_needs_cpu_instructions``: bf16 autocast on a CPU without bf16 instructions is refused (oneDNN has no
@@ -38,7 +56,7 @@ class ModelSpec:
     name: str
     config: type
     build: Callable[..., nn.Module]
-    task: str
+    task: TaskKind
     variant: str | None = None
     channels_last: bool = False
     bf16_needs_cpu_instructions: bool = False

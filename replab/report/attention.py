@@ -8,7 +8,8 @@ W_V, b_V), and the concatenated heads by W_O (m d × m d) with b_O: ``4 (m d)^2 
 from __future__ import annotations
 
 from replab.models.vit import MultiHeadedAttention, ViTConfig
-from replab.report.runs import Study, fmt_count
+from replab.report.formatting import fmt_count
+from replab.report.study import Study
 from replab.report.tables import Table
 
 FORMULA = "4 (md)² + 4 md"

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 
 from replab.experiments import EXPERIMENTS
 from replab.report.reference import SETTING_SOURCES
-from replab.report.runs import RunView, Study
+from replab.report.runs import RunView
+from replab.report.study import Study
 
 PROFILE_FILE = "reproduce.json"  # what ``replab reproduce`` writes beside its runs/ folder (its profile)
 

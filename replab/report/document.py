@@ -27,7 +27,9 @@ from replab.report.figures import Figure, grid_overlay, memory_bars, precision_f
 from replab.report.findings import Finding, findings, headline
 from replab.report.precision import CURVES_QUESTION, precision, precision_pairs
 from replab.report.reference import GRID_TITLES, PROBLEM_TITLES, QUESTIONS, question_name
-from replab.report.runs import CIFAR_VALID_IMAGES, SAME_COST_MARGIN, Study, load_study
+from replab.report.runs import CIFAR_VALID_IMAGES, SAME_COST_MARGIN
+from replab.report.samples import samples_text
+from replab.report.study import Study, load_study
 from replab.report.tables import (
     Table,
     cnn_table,
@@ -144,8 +146,6 @@ def _samples(study: Study, data_dir: str | Path | None) -> list[Block]:
     runs = [run for run in study.grid("lstm") if not run.missing]
     if not runs:
         return []
-    from replab.report.samples import samples_text
-
     intro, items = samples_text(runs, data_dir)
     return [Heading("What the LSTMs write (samples)", 4), Paragraph(intro), Bullets(items)]
 

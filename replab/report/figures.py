@@ -27,17 +27,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
 
 from replab.report.demo import caption_note, figure_mark  # noqa: E402
+from replab.report.formatting import fmt_metric, fmt_seconds, is_number, metric_title, scale  # noqa: E402
 from replab.report.precision import PRECISION_TOLERANCE, precision, relative_differences  # noqa: E402
 from replab.report.reference import GRID_TITLES  # noqa: E402
-from replab.report.runs import (  # noqa: E402
-    RunView,
-    Study,
-    fmt_metric,
-    fmt_seconds,
-    is_number,
-    metric_title,
-    scale,
-)
+from replab.report.runs import RunView  # noqa: E402
+from replab.report.study import Study  # noqa: E402
 
 logging.getLogger("fontTools").setLevel(logging.WARNING)  # font subsetting chatter while saving PDFs
 

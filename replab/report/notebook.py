@@ -67,6 +67,7 @@ def show_report(report_dir: str | os.PathLike, display: Callable | None = None) 
     ``display``: IPython's ``display`` by default (another callable receives the same objects, for tests).
     Raises ``FileNotFoundError`` naming the command that writes the folder if it holds no ``report.md``.
     """
+    # IPython: present in a notebook, not a dependency of replab, so imported only when a notebook shows a report
     from IPython.display import Image, Markdown
     from IPython.display import display as ipython_display
 

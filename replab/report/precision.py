@@ -9,8 +9,10 @@ difference, and whether every epoch they share is within ``PRECISION_TOLERANCE``
 
 from __future__ import annotations
 
+from replab.report.formatting import fmt_metric, is_number
 from replab.report.reference import GRID_TITLES
-from replab.report.runs import RunView, Study, fmt_metric, is_number
+from replab.report.runs import RunView
+from replab.report.study import Study
 
 PRECISION_TOLERANCE = 0.03  # bf16 "trains like fp32" when every shared epoch's validation score is this close
 PRECISION_NAMES = {"none": "float32", "bf16": "bf16", "fp16": "fp16"}

@@ -1,10 +1,8 @@
 """The runs as the report sees them: the numbers every table, figure and finding needs, computed in one place.
 
-``load_study(folders)`` reads every run folder (complete or not) into a ``RunView`` and groups them by grid;
-``Study.missing`` lists the registry ids of a grid that no folder holds. Where several folders hold one experiment
-id, the folder named after the id is the grid's member and the others are side runs (``results/runs/lstm-1-fp32``:
-``lstm-1`` kept in float32 beside the grid's bf16 ``lstm-1``), shown in the runs table and the comparisons made for
-them, never in the grid's tables, overlays and findings.
+A ``RunView`` reads one run folder (complete or not) through ``replab.runlog``; ``replab.report.study`` groups them
+by grid and tells a grid's runs from its side runs. The metric and its direction come from the run's record, else
+from its model's task kind in the registry (``replab.models``): the report never loads the training side.
 """
 
 from __future__ import annotations
@@ -12,15 +10,14 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from replab.experiments import BLOCKS, EXPERIMENTS, GRIDS, OPTIMIZERS
+from replab.experiments import BLOCKS, EXPERIMENTS, OPTIMIZERS
 from replab.models import MODELS, ModelSpec
+from replab.report.formatting import is_number
 from replab.report.reference import SETTING_SOURCES, display
-from replab.runlog import RunRecord, better, find_runs, memory_summary
-from replab.tasks import TASKS
+from replab.runlog import RunRecord, better, memory_summary
 
 # Extra float32 copies of the learnable parameters an optimizer keeps (Adam/AdamW: two moments; momentum: one buffer).
 OPTIMIZER_STATE_COPIES = {"adam": 2, "adamw": 2, "momentum": 1, "sgd": 0}
@@ -34,50 +31,6 @@ SAME_COST_MARGIN = 0.05
 def _number(value) -> float:
     """A stored value as a float: ``None`` (NaN/inf stored as null) becomes NaN."""
     return float("nan") if value is None else float(value)
-
-
-def is_number(value) -> bool:
-    return value is not None and math.isfinite(value)
-
-
-# ------------------------------------------------------------------------------------------------ formatting
-def scale(value: float | None, metric: str) -> float | None:
-    """Accuracy is stored as a fraction and shown in percent; perplexity as it is."""
-    if not is_number(value):
-        return None
-    return value * 100 if metric == "accuracy" else value
-
-
-def fmt_metric(value: float | None, metric: str) -> str:
-    shown = scale(value, metric)
-    return "—" if shown is None else f"{shown:.2f}" + ("%" if metric == "accuracy" else "")
-
-
-def fmt_diff(difference: float, metric: str) -> str:
-    """A difference of two scores: percentage points for accuracy, perplexity points otherwise."""
-    return f"{scale(difference, metric):+.2f} " + ("pp" if metric == "accuracy" else "perplexity")
-
-
-def metric_title(metric: str) -> str:
-    return "accuracy (%)" if metric == "accuracy" else metric
-
-
-def fmt_seconds(seconds: float | None) -> str:
-    if not is_number(seconds):
-        return "—"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
-def fmt_count(count: int | None) -> str:
-    return "—" if count is None else f"{count:,}"
-
-
-def fmt_mib(value: float | None) -> str:
-    return f"{value:,.0f}" if is_number(value) else "—"
 
 
 def _device_text(env: dict) -> str:
@@ -195,11 +148,14 @@ class RunView:
     @property
     def metric(self) -> str:
         recorded = self.record.config.get("task", {}).get("metric")
-        return recorded or (TASKS[self.spec.task].metric if self.spec else "accuracy")
+        return recorded or (self.spec.task.metric if self.spec else "accuracy")
 
     @property
     def higher_is_better(self) -> bool:
-        return self.record.config.get("task", {}).get("higher_is_better", self.metric == "accuracy")
+        recorded = self.record.config.get("task", {}).get("higher_is_better")
+        if recorded is not None:
+            return recorded
+        return self.spec.task.higher_is_better if self.spec else self.metric == "accuracy"
 
     @property
     def status(self) -> str:
@@ -443,64 +399,3 @@ class RunView:
     def not_full_text(self) -> str:
         """``NOT at its full setting: epochs 10 (reference training 180)``, or empty for a run at its full setting."""
         return "" if self.full_spec else "NOT at its full setting: " + "; ".join(self.limits + self.deviations)
-
-
-# ------------------------------------------------------------------------------------------------ the study
-@dataclass
-class Study:
-    """Every run found, grouped by grid (``lstm``, ``vit``, ``cnn``), with the grids' missing members."""
-
-    roots: list[Path]
-    runs: list[RunView] = field(default_factory=list)
-
-    def grid(self, name: str) -> list[RunView]:
-        """The runs of one grid in table order (architecture, layers, optimizer), without side runs."""
-        return sorted((r for r in self.runs if r.task == name and not r.side), key=RunView.sort_key)
-
-    def side_runs(self, name: str) -> list[RunView]:
-        """The side runs of one grid (a second folder of an id the grid holds), in table order."""
-        return sorted((r for r in self.runs if r.task == name and r.side), key=RunView.sort_key)
-
-    def grid_with_missing(self, name: str) -> list[RunView]:
-        """The runs of one grid and placeholders for its missing members, in table order."""
-        runs = self.grid(name) + [RunView.placeholder(i) for i in self.missing(name)]
-        return sorted(runs, key=RunView.sort_key)
-
-    def missing(self, name: str) -> list[str]:
-        """Registry ids of the grid that no run folder holds (the optional CNN grid: only once one CNN ran)."""
-        if name == "cnn" and not self.grid("cnn"):
-            return []
-        found = {r.id for r in self.runs}
-        return [i for i in GRIDS[name] if i not in found]
-
-    def get(self, run_id: str) -> RunView | None:
-        """The grid's run of an experiment id (not a side run)."""
-        return next((r for r in self.runs if r.id == run_id and not r.side), None)
-
-
-def load_study(roots: Iterable[str | Path]) -> Study:
-    """Every run folder under ``roots``. Of the folders holding one experiment id, the first named after the id
-    (else the first found) is the grid's run; the others are side runs, named by their folder (or the id with a
-    number, where that name is taken)."""
-    roots = [Path(r) for r in roots]
-    records = find_runs(roots)
-    by_id: dict[str, list[RunRecord]] = {}
-    for record in records:
-        by_id.setdefault(record.id, []).append(record)
-    members = {run_id: next((r for r in group if r.path.name == run_id), group[0]) for run_id, group in by_id.items()}
-    runs, keys = [], set(by_id)
-    for record in records:
-        side = record is not members[record.id]
-        key = record.id
-        if side:
-            key, number = record.path.name, 1
-            while key in keys:
-                number += 1
-                key = f"{record.id}-{number}"
-        keys.add(key)
-        runs.append(RunView(record, key, side=side))
-    return Study(roots, runs)
-
-
-def completed(runs: Iterable[RunView]) -> list[RunView]:
-    return [r for r in runs if r.completed and r.best_val is not None]

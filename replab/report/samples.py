@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from replab.generate import load_lstm, sample
 from replab.report.runs import RunView
 from replab.run_sample import SAMPLE_PROMPT, SAMPLE_SETTINGS, is_standard, read_sample
 from replab.text import GPT1Tokenizer
@@ -27,8 +28,6 @@ class RunSample:
 
 def run_sample(run: RunView, tokenizer: GPT1Tokenizer) -> RunSample | None:
     """The sample of one LSTM run drawn here from its ``best.pt``, or None where it has no loadable one."""
-    from replab.generate import load_lstm, sample
-
     try:
         model, record = load_lstm(run.record.path, "best")
     except ValueError:

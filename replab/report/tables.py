@@ -9,19 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from replab.models import MODELS
+from replab.report.formatting import fmt_count, fmt_metric, fmt_mib, fmt_seconds, is_number
 from replab.report.reference import CNN_REFERENCE, GRID_TITLES
-from replab.report.runs import (
-    OPTIMIZER_STATE_COPIES,
-    RunView,
-    Study,
-    completed,
-    fmt_count,
-    fmt_metric,
-    fmt_mib,
-    fmt_seconds,
-    is_number,
-)
-from replab.tasks import TASKS
+from replab.report.runs import OPTIMIZER_STATE_COPIES, RunView
+from replab.report.study import Study, completed
 
 LATEX_REPLACEMENTS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
@@ -103,7 +94,7 @@ def _best_of(runs: list[RunView]) -> RunView | None:
 def results_table(study: Study, grid: str) -> Table:
     """Problem 3 Q2 (and its LSTM counterpart): one row per configuration, missing ones included."""
     runs = study.grid_with_missing(grid)
-    metric = TASKS[MODELS[grid].task].metric
+    metric = MODELS[grid].task.metric
     short = "acc. (%)" if metric == "accuracy" else "PPL"
     columns = ["No.", "Architecture", "Layers", "Optimizer", f"Train {short}", "Train loss",
                f"Best val. {short} (epoch)", f"Test {short}", "s/epoch (fastest)", "Parameters", "Status"]

@@ -24,8 +24,7 @@ import unicodedata
 from functools import cache, lru_cache
 from pathlib import Path
 
-from replab.data import resolve_data_dir
-from replab.data.checksums import file_identity
+from replab.datadir import file_identity, resolve_data_dir
 
 __all__ = ["GPT1Tokenizer", "UNK", "PAD_ID", "UNK_ID", "VOCABULARY_FOLDER", "pre_tokenize", "vocabulary_files"]
 

@@ -20,19 +20,9 @@ import torch.nn.functional as F
 
 import replab.data.http
 from replab.data import cifar10
-from replab.data.cifar10 import (
-    CLASSES,
-    MEAN,
-    STD,
-    ImageBatches,
-    ImageSplit,
-    apply_crops,
-    augment,
-    download_cifar10,
-    load_cifar10,
-    normalize,
-    sample_crops,
-)
+from replab.data.cifar10 import CLASSES, MEAN, STD, ImageSplit, load_cifar10
+from replab.data.cifar10_download import download_cifar10
+from replab.data.image_batches import ImageBatches, apply_crops, augment, normalize, sample_crops
 from tests.data.local_server import serve
 
 PER_BATCH = 4  # images per fake batch: 20 training images, 4 test images
@@ -366,15 +356,16 @@ def test_import_without_torchvision(monkeypatch):
     blocker = _BlockTorchvision()
     monkeypatch.setattr(sys, "meta_path", [blocker, *sys.meta_path])
     monkeypatch.setitem(sys.modules, "torchvision", None)
-    for name in ("cifar10", "wikitext2"):
+    names = ("cifar10", "image_batches", "cifar10_download", "wikitext2")
+    for name in names:
         monkeypatch.delitem(sys.modules, f"replab.data.{name}", raising=False)
         monkeypatch.setattr(replab.data, name, None, raising=False)
-    fresh = importlib.import_module("replab.data.cifar10")
-    importlib.import_module("replab.data.wikitext2")
-    assert fresh is not cifar10 and blocker.attempts == []
-    assert fresh.normalize(torch.zeros(1, 3, 2, 2, dtype=torch.uint8)).shape == (1, 3, 2, 2)
-    source = Path(fresh.__file__).read_text()
-    assert "import torchvision" not in source and "from torchvision" not in source
+    fresh = {name: importlib.import_module(f"replab.data.{name}") for name in names}
+    assert fresh["cifar10"] is not cifar10 and blocker.attempts == []
+    assert fresh["image_batches"].normalize(torch.zeros(1, 3, 2, 2, dtype=torch.uint8)).shape == (1, 3, 2, 2)
+    for module in fresh.values():
+        source = Path(module.__file__).read_text()
+        assert "import torchvision" not in source and "from torchvision" not in source
 
 
 # ---------------------------------------------------------------------------------------------- batches

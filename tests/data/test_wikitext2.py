@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replab.data import resolve_data_dir
 from replab.data.wikitext2 import BREAK_MODES, Wikitext2
+from replab.datadir import resolve_data_dir
 
 MAX_LENGTHS = [1, 2, 3, 5, 8]
 

@@ -13,7 +13,7 @@ import pytest
 from replab.report import figures
 from replab.report.demo import banner, caption_note, demo_mark, figure_mark, is_demo
 from replab.report.document import write_report
-from replab.report.runs import load_study
+from replab.report.study import load_study
 from tests.report.fakes import rising, write_run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from matplotlib.colors import to_hex
 from replab.report import figures
 from replab.report.document import write_report
 from replab.report.figures import grid_overlay, log_ticks, memory_bars, run_curves, slow_epochs
-from replab.report.runs import load_study
+from replab.report.study import load_study
 from tests.report.fakes import rising, write_run
 
 AVX512 = {"device_name": "Test CPU, AVX512"}

@@ -15,8 +15,10 @@ import pytest
 
 from replab.cli import main
 from replab.report.blocks import WIDTH
+from replab.report.formatting import fmt_count
 from replab.report.reference import CNN_REFERENCE, QUESTIONS, question_name
-from replab.report.runs import RunView, fmt_count, load_study
+from replab.report.runs import RunView
+from replab.report.study import load_study
 from tests.report.fakes import write_study
 
 REPO = Path(__file__).resolve().parents[2]

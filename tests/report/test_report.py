@@ -13,7 +13,7 @@ from PIL import Image
 from replab.cli import main
 from replab.report.figures import grid_overlay
 from replab.report.findings import findings
-from replab.report.runs import load_study
+from replab.report.study import load_study
 from replab.report.tables import CNN_REFERENCE, cnn_table, memory_table, results_table, runs_table
 from tests.report.fakes import rising, write_run, write_study
 

@@ -8,10 +8,9 @@ import json
 import pytest
 import torch
 
-from replab import runlog
+from replab import reproduce, runlog
 from replab.cli import build_parser, main
-from replab.report import commands
-from replab.report.commands import QUICK, _grids, check_profile
+from replab.reproduce import QUICK, check_profile, plan_grids
 
 # Two ViT configurations, 1 epoch of 1 batch of 16 images: the whole pipeline in seconds (an LSTM step alone takes
 # 10-50 s on a loaded 2-core CPU, so the LSTM grid is left to the report tests' planted runs).
@@ -20,19 +19,19 @@ TINY = {"epochs": 1, "batch_size": 16, "limit_train_batches": 1, "limit_eval_bat
 
 
 @pytest.fixture
-def tiny_quick_profile(monkeypatch) -> commands.Profile:
+def tiny_quick_profile(monkeypatch) -> reproduce.Profile:
     """The quick profile shrunk to ``TINY`` (every grid's fields, and only its experiments) for this test."""
     overrides = {k: v for k, v in TINY.items() if k != "experiments"}
     grids = {name: dataclasses.replace(grid, **overrides) for name, grid in QUICK.grids.items()}
-    profile = commands.Profile("quick", grids, tuple(TINY["experiments"]))
-    monkeypatch.setattr(commands, "QUICK", profile)
+    profile = reproduce.Profile("quick", grids, tuple(TINY["experiments"]))
+    monkeypatch.setattr(reproduce, "QUICK", profile)
     return profile
 
 
 def test_quick_profile_is_small_and_overridable(tiny_quick_profile):
     assert {grid: p.epochs for grid, p in QUICK.grids.items()} == {"lstm": 2, "vit": 2, "cnn": 2}
     assert QUICK.grids["lstm"].limit_train_batches == 2 and QUICK.grids["vit"].limit_train_batches == 10
-    profile = commands.QUICK
+    profile = reproduce.QUICK
     assert profile.experiments == ("vit-1", "vit-7")
     assert all(g.epochs == 1 and g.limit_train_batches == 1 for g in profile.grids.values())
 
@@ -48,11 +47,11 @@ def test_quick_and_full_runs_never_mix(tmp_path, capsys):
 @pytest.mark.parametrize("flag, progress", [([], None), (["--progress"], True), (["--no-progress"], False)])
 def test_reproduce_passes_the_progress_choice_to_every_run(tmp_path, flag, progress):
     args = build_parser().parse_args(["reproduce", "--quick", "--with-cnn", *flag])
-    plan = _grids(args, QUICK, tmp_path / "runs")
+    plan = plan_grids(args, QUICK, tmp_path / "runs")
     assert [grid for grid, *_ in plan] == ["lstm", "vit", "cnn"]
     assert all(run_settings.progress is progress for _, _, run_settings, _ in plan)
     assert not any(run_settings.keep_checkpoints for _, _, run_settings, _ in plan)
-    kept = _grids(build_parser().parse_args(["reproduce", "--keep-checkpoints"]), QUICK, tmp_path / "runs")
+    kept = plan_grids(build_parser().parse_args(["reproduce", "--keep-checkpoints"]), QUICK, tmp_path / "runs")
     assert all(run_settings.keep_checkpoints for _, _, run_settings, _ in kept)
 
 
@@ -87,8 +86,8 @@ def test_a_quick_reproduction_keeps_one_checkpoint_of_weights_per_run(data_root,
     of 1 batch): each completed run keeps its best weights once and its logs; nothing else of size. The whole
     folder stays within the weights plus 2 MB a run (logs, the LSTM's sample) and the report; the training state
     it held while training (about three times the weights, twice over for an LSTM) is gone."""
-    small = commands.GridProfile(epochs=2, batch_size=2, limit_train_batches=1, limit_eval_batches=1)
-    monkeypatch.setattr(commands, "QUICK", commands.Profile("quick", {g: small for g in QUICK.grids},
+    small = reproduce.GridProfile(epochs=2, batch_size=2, limit_train_batches=1, limit_eval_batches=1)
+    monkeypatch.setattr(reproduce, "QUICK", reproduce.Profile("quick", {g: small for g in QUICK.grids},
                                                             ("lstm-1", "vit-1")))
     peak = []
     save = runlog.atomic_torch_save

@@ -15,7 +15,7 @@ import pytest
 
 from replab.report.document import write_report
 from replab.report.precision import precision_pairs
-from replab.report.runs import load_study
+from replab.report.study import load_study
 from tests.report.fakes import rising, write_run, write_sample
 
 REPO = Path(__file__).resolve().parents[2]

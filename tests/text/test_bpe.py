@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from replab.data.roundtrip import measure
 from replab.text import GPT1Tokenizer, pre_tokenize
 from replab.text.bpe import PAD_ID, SPACE_CHARACTERS, UNK_ID, vocabulary_files
-from replab.text.roundtrip import measure
 
 
 @pytest.fixture(scope="module")

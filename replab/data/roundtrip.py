@@ -1,5 +1,5 @@
-"""How much of the course's token files survives ``encode(decode(line))``, and how fast: ``python -m
-replab.text.roundtrip [--data-dir DIR]`` prints one row per split (lines and tokens identical, seconds)."""
+"""How much of the course's token files survives GPT-1's BPE ``encode(decode(line))``, and how fast: ``python -m
+replab.data.roundtrip [--data-dir DIR]`` prints one row per split (lines and tokens identical, seconds)."""
 
 from __future__ import annotations
 
@@ -9,39 +9,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from replab.data.wikitext2 import SPLITS, Wikitext2
+from replab.datadir import resolve_data_dir
 from replab.text.bpe import GPT1Tokenizer, vocabulary_files
 
 
 @dataclass
 class RoundTrip:
-    """One split: the tokens of each non-empty line, whether the line came back identical, the time each way."""
+    """One split: its non-empty lines and their tokens, how many came back identical, the time each way."""
 
     split: str
-    line_tokens: list[int]
-    identical: list[bool]
+    lines: int
+    tokens: int
+    identical_lines: int
+    identical_tokens: int
+    different: list[int]  # indices (among the non-empty lines) of the lines that differ
     decode_seconds: float
     encode_seconds: float
-
-    @property
-    def lines(self) -> int:
-        return len(self.line_tokens)
-
-    @property
-    def tokens(self) -> int:
-        return sum(self.line_tokens)
-
-    @property
-    def identical_lines(self) -> int:
-        return sum(self.identical)
-
-    @property
-    def identical_tokens(self) -> int:
-        return sum(n for n, same in zip(self.line_tokens, self.identical, strict=True) if same)
-
-    @property
-    def different(self) -> list[int]:
-        """Indices (among the non-empty lines) of the lines that differ."""
-        return [index for index, same in enumerate(self.identical) if not same]
 
     def row(self) -> str:
         return (f"| {self.split} | {self.identical_lines:,} / {self.lines:,} ({self.identical_lines / self.lines:.2%}) "
@@ -61,14 +45,13 @@ def measure(tokenizer: GPT1Tokenizer, tokens: np.ndarray, sizes: np.ndarray, spl
     back = [tokenizer.encode(text) for text in texts]
     encode_seconds = time.perf_counter() - start
     identical = [ids == again for ids, again in zip(lines, back, strict=True)]
-    return RoundTrip(split, [len(ids) for ids in lines], identical, decode_seconds, encode_seconds)
+    return RoundTrip(split, len(lines), sum(map(len, lines)), sum(identical),
+                     sum(len(ids) for ids, same in zip(lines, identical, strict=True) if same),
+                     [index for index, same in enumerate(identical) if not same], decode_seconds, encode_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from replab.data import resolve_data_dir
-    from replab.data.wikitext2 import SPLITS, Wikitext2
-
-    parser = argparse.ArgumentParser(prog="python -m replab.text.roundtrip", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m replab.data.roundtrip", description=__doc__)
     parser.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
     args = parser.parse_args(argv)
     print("| split | lines identical | tokens in identical lines | decode | encode (fresh cache) |")
