@@ -188,10 +188,13 @@ def _log_axis(ax) -> None:
 
 
 def _y_axis(ax, label: str, log: bool = False) -> None:
-    """Label the y axis; a log axis is scaled to what is drawn on it, so call this after drawing."""
+    """Label the y axis; a log axis is scaled to what is drawn on it, so call this after drawing. A linear axis
+    writes its ticks in full: values close together (10.6070 to 10.6080) get no ``+1.06e1`` offset to add."""
     ax.set_ylabel(label)
     if log:
         _log_axis(ax)
+    else:
+        ax.ticklabel_format(axis="y", useOffset=False)
 
 
 def slow_epochs(run: RunView) -> list[tuple[int, float]]:

@@ -149,6 +149,19 @@ def test_every_point_of_a_log_axis_lies_between_labelled_ticks(tmp_path, saved):
     assert len(labelled) >= 4 and min(labelled) <= min(points) and max(labelled) >= max(points)
 
 
+def test_a_linear_axis_of_values_close_together_writes_its_ticks_without_an_offset(tmp_path, saved):
+    """A quick run's SGD losses barely move (10.6070 to 10.6080 nats): the ticks used to read 0.0070 ... 0.0080
+    under a '+1.06e1' to add in one's head."""
+    perplexities = [math.exp(10.6070), math.exp(10.6075), math.exp(10.6080)]
+    write_run(tmp_path, "lstm-3", perplexities, perplexities, epochs=3)
+    run_curves(load_study([tmp_path]).get("lstm-3"), tmp_path / "figures")
+    loss = saved["lstm-3-curves"].axes[1]
+    assert loss.get_ylabel().startswith("loss")
+    assert loss.yaxis.get_offset_text().get_text() == ""
+    labels = [float(t.get_text().replace("−", "-")) for t in loss.get_yticklabels() if t.get_text()]
+    assert labels and all(10.5 < value < 10.7 for value in labels)
+
+
 def test_a_grid_of_one_run_gets_no_overlay_and_no_one_bar_chart(tmp_path):
     write_run(tmp_path / "runs", "lstm-1", [402.90, 273.42, 225.61], [723.37, 270.49, 165.33], status=None, epochs=10)
     write_run(tmp_path / "runs", "vit-1", [0.3, 0.4], [0.3, 0.4])
