@@ -16,7 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "grid-background"
 FAKE_PYTHON = """#!/usr/bin/env bash
 echo "$PWD $*" >> "$RECORD"
 case " $* " in
-  *" --dry-run "*) echo "id s/step ... estimated" ;;
+  *" --dry-run "*) echo "id s/step ... estimated"; exit "${FAKE_DRY_RUN_EXIT:-0}" ;;
   *) sleep "${FAKE_SECONDS:-30}" ;;
 esac
 """
@@ -104,3 +104,17 @@ def test_a_later_start_resumes_with_the_same_commit_and_options_and_refuses_othe
     assert resumed.returncode == 0, resumed.stderr
     calls = recorded(tmp_path, 3)
     assert calls[2] == calls[1] and "--dry-run" not in calls[2]  # the estimate is kept from the first start
+
+
+def test_a_failed_estimate_starts_nothing_and_a_first_start_keeps_no_checkout(setup):
+    """``--amp bf16`` for the LSTM on a CPU without bf16 instructions: the dry run exits 2."""
+    repo, env, tmp_path = setup
+    first, second = git(repo, "rev-parse", "HEAD~1"), git(repo, "rev-parse", "HEAD")
+    home = tmp_path / "grid-lstm"
+    failed = run(repo, {**env, "FAKE_DRY_RUN_EXIT": "2"}, "lstm", first, "--", "--amp", "bf16")
+    assert failed.returncode == 2 and "nothing started" in failed.stderr and str(home) in failed.stderr
+    assert not home.exists() and str(home) not in git(repo, "worktree", "list")
+    assert len(recorded(tmp_path, 1)) == 1  # the dry run only
+    started = run(repo, {**env, "FAKE_SECONDS": "0"}, "lstm", second, "--", "--amp", "none")  # another commit now
+    assert started.returncode == 0, started.stderr
+    assert git(home, "rev-parse", "HEAD") == second
