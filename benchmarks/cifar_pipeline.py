@@ -40,6 +40,7 @@ import torch
 
 from benchmarks import common
 from benchmarks.vit_step import make_step
+from replab.arguments import DATA_DIR_HELP
 from replab.data.cifar10 import CLASSES, MEAN, STD, ImageSplit, load_cifar10
 from replab.data.image_batches import ImageBatches
 from replab.datadir import resolve_data_dir
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="reference batches per round (default 4; 20 with --workers, for a steady state)")
     parser.add_argument("--workers", type=int, default=0,
                         help="DataLoader worker processes of the reference (default 0: in the main process)")
-    parser.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--synthetic", action="store_true", help="random images instead of CIFAR-10")
     return parser
 

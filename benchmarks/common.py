@@ -23,7 +23,7 @@ import torch
 from replab import system
 from replab.arguments import positive_int
 from replab.runlog import atomic_write_json
-from replab.system import SPEED_VARIABLES, cpu_flags, native_bf16_cpu, synchronize
+from replab.system import cpu_flags, native_bf16_cpu, synchronize
 
 DEFAULT_OUT_DIR = Path("bench-results")
 
@@ -212,19 +212,16 @@ class GemmPeak:
 
 # --------------------------------------------------------------------------------------------- machine
 def machine_info(device: torch.device) -> dict:
-    """Versions, machine, device and the load average (other processes share the CPU: see ``load_average``)."""
+    """Versions, machine, device, the speed settings set (``system.environment``: CPU capability, OMP_WAIT_POLICY...)
+    and the load average (other processes share the CPU: see ``load_average``)."""
     info = system.environment(device)
     flags = cpu_flags()
     info.update({
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
         "cpu_bf16_instructions": sorted({"avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2"} & flags),
         "load_average_start": _load_average(),
-        # OpenMP's wait policy decides how a 2-core machine shared with other processes behaves: spinning
-        # threads (the default) lose whole time slices when oversubscribed; PASSIVE lets them sleep
-        "environment_variables": {k: os.environ.get(k) for k in SPEED_VARIABLES},
     })
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

@@ -39,10 +39,9 @@ from replab.arguments import DATA_DIR_HELP, DEVICE_HELP, KEEP_CHECKPOINTS_HELP, 
 from replab.estimate import fmt_duration
 from replab.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from replab.experiments import AMP_MODES, GRIDS, RunSettings
+from replab.report.demo import PROFILE_FILE
 from replab.report.document import write_report
 from replab.system import pick_device
-
-PROFILE_FILE = "reproduce.json"
 
 
 @dataclass(frozen=True)

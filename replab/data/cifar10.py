@@ -137,7 +137,9 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
-def _find_folder(root: Path) -> Path:
+def find_folder(root: Path) -> Path:
+    """The folder of CIFAR-10's batches under a data folder: ``root/cifar-10-batches-py``, else
+    ``root/cifar10/cifar-10-batches-py``; FileNotFoundError, saying how to get it, where neither exists."""
     candidates = [root / FOLDER, root / "cifar10" / FOLDER]
     for candidate in candidates:
         if candidate.is_dir():
@@ -153,7 +155,7 @@ def load_cifar10(root: str | os.PathLike, valid_size: int = 5000, seed: int = 42
     10,000 test images keep their file order. Deterministic for a given seed. Files listed in an ``MD5SUMS``
     beside them (written by ``download_cifar10``; the course's copy has one) are checked against it first.
     """
-    folder = _find_folder(Path(root))
+    folder = find_folder(Path(root))
     classes = CLASSES
     if (folder / META).is_file():
         meta = _read_pickle(folder / META)

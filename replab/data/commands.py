@@ -14,7 +14,7 @@ from pathlib import Path
 
 from replab.arguments import DATA_DIR_HELP
 from replab.data.checksums import OFFICIAL_CIFAR10_MD5, verify_folder
-from replab.data.cifar10 import FOLDER, load_cifar10
+from replab.data.cifar10 import FOLDER, find_folder, load_cifar10
 from replab.data.cifar10_download import download_cifar10
 from replab.data.embeddings import EMBEDDINGS_FILE, check_embeddings, download_embeddings
 from replab.data.vocabulary import check_vocabulary, download_vocabulary
@@ -129,7 +129,10 @@ def _embeddings(root: Path) -> bool:
 
 def verify_checksums(root: Path) -> bool:
     """``data check --verify``: every CIFAR-10 file against the official sums and the MD5SUMS lists."""
-    cifar = next((f for f in (root / "cifar10" / FOLDER, root / FOLDER) if f.is_dir()), root / "cifar10" / FOLDER)
+    try:
+        cifar = find_folder(root)  # the folder that loading reads
+    except FileNotFoundError:
+        cifar = root / "cifar10" / FOLDER  # verify_folder names each missing file there
     wikitext = root / "wikitext2"
     sound = True
     for name, folder, files, official in (

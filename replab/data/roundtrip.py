@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from replab.arguments import DATA_DIR_HELP
 from replab.data.wikitext2 import SPLITS, Wikitext2
 from replab.datadir import resolve_data_dir
 from replab.text.bpe import GPT1Tokenizer, vocabulary_files
@@ -52,7 +53,7 @@ def measure(tokenizer: GPT1Tokenizer, tokens: np.ndarray, sizes: np.ndarray, spl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replab.data.roundtrip", description=__doc__)
-    parser.add_argument("--data-dir", help="data folder (default: $REPLAB_DATA, else ./data)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     args = parser.parse_args(argv)
     print("| split | lines identical | tokens in identical lines | decode | encode (fresh cache) |")
     print("| --- | --- | --- | --- | --- |")

@@ -170,7 +170,7 @@ def sequence_mean_weights(mask: torch.Tensor) -> torch.Tensor:
     values, mask)`` for any values. mask: (B, T) -> (B, T) float32 (float64 for a float64 mask); ``mask / T_j / S``
     with ``T_j`` the sequence's unmasked positions and ``S`` the number of sequences that have any (0 where the mask
     is 0)."""
-    mask = mask.to(compute_dtype(mask.dtype)) if mask.is_floating_point() else mask.float()
+    mask = upcast(mask)  # bool and integer masks: float32
     counts = mask.sum(dim=1, keepdim=True)
     present = (counts > 0).to(mask.dtype)
     return mask / counts.clamp_min(1.0) * present / present.sum().clamp_min(1.0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import replab
-from replab.report.attention import FORMULA, attention_parameters, attention_share, attention_table
+from replab.report.attention import FORMULA, attention_parameters, attention_share, attention_table, specification_heads
 from replab.report.blocks import Banner, Bullets, Heading, Paragraph, wrap
 from replab.report.demo import banner, mark_demo, report_title
 from replab.report.discussion import FILE_NAME, Section, find_discussion, read_discussion
@@ -152,11 +152,12 @@ def _samples(study: Study, data_dir: str | Path | None) -> list[Block]:
 
 def _attention(study: Study) -> list[Block]:
     """Problem 2 Q5: the formula, its terms for the specification's ViT, and the attention's share of each ViT."""
+    m, d = specification_heads()
     blocks: list[Block] = [
         Paragraph(f"With m heads of size d, the module projects the queries, keys and values with three (md × md) "
                   f"matrices and biases of md, and the concatenated heads with W_O (md × md) and b_O: {FORMULA} "
-                  "learnable parameters, independent of the sequence length. For the specification's ViT (8 heads "
-                  f"of 32, md = 256) that is {attention_parameters(8, 32):,} per attention block."),
+                  f"learnable parameters, independent of the sequence length. For the specification's ViT ({m} heads "
+                  f"of {d}, md = {m * d}) that is {attention_parameters(m, d):,} per attention block."),
         attention_table(),
     ]
     share = attention_share(study)
@@ -235,11 +236,13 @@ def _generated(study: Study, discussion: Path | None, explicit: bool) -> Paragra
 
 
 def assemble(study: Study, found: list[Finding], figures: Path, data_dir: str | Path | None = None,
-             discussion: Path | None = None, explicit_discussion: bool = False) -> list[Block]:
+             discussion: Path | None = None, explicit_discussion: bool = False,
+             written: dict | None = None) -> list[Block]:
     """Every block of the report, in reading order (figures are drawn into ``figures`` on the way; ``data_dir``:
     the data folder whose GPT-1 vocabulary decodes the LSTM samples, ``resolve_data_dir``'s default if None;
-    ``discussion``: the written discussion file, if any)."""
-    written = read_discussion(discussion) if discussion else {}
+    ``discussion``: the written discussion file, if any, and ``written`` its texts by question, ``read_discussion``'s
+    result)."""
+    written = written or {}
     warning = banner(study)
     blocks: list[Block] = [Heading(report_title(study, TITLE), 1), *([Banner(warning)] if warning else []),
                            _generated(study, discussion, explicit_discussion),
@@ -397,17 +400,15 @@ def write_report(run_folders: Iterable[str | Path], out: str | Path, link_figure
     is written."""
     out = Path(out)
     study = load_study(run_folders)
-    explicit = discussion is not None
-    discussion = Path(discussion) if explicit else find_discussion(study.roots)
-    if discussion is not None:
-        read_discussion(discussion)  # a bad file fails here, before any file is written
+    explicit, default = discussion is not None, find_discussion(study.roots)
+    discussion = Path(discussion) if explicit else default
+    written = read_discussion(discussion) if discussion is not None else {}  # a bad file fails before any is written
     figures, tables = out / "figures", out / "tables"
     for folder, patterns in ((figures, ("*.png", "*.pdf")), (tables, ("*.md", "*.tex"))):
         folder.mkdir(parents=True, exist_ok=True)
         _clear(folder, patterns)
     found = findings(study)
-    blocks = assemble(study, found, figures, data_dir, discussion, explicit and discussion != find_discussion(
-        study.roots))
+    blocks = assemble(study, found, figures, data_dir, discussion, explicit and discussion != default, written)
     number(blocks)
     for table in (b for b in blocks if isinstance(b, Table)):
         (tables / f"{table.key}.md").write_text(f"{caption_markdown(table)}\n\n{table.markdown()}\n")

@@ -80,6 +80,11 @@ def _mark_demo(fig, runs: list[RunView]) -> str:
     return caption_note(runs)
 
 
+def _finish(fig, folder: Path, stem: str, caption: str, runs: list[RunView]) -> Figure:
+    """Every figure's last step: marked where it draws a demo run (``_mark_demo``, also ending the caption), saved."""
+    return _save(fig, folder, stem, caption + _mark_demo(fig, runs) + ".")
+
+
 def _save(fig, folder: Path, stem: str, caption: str) -> Figure:
     folder.mkdir(parents=True, exist_ok=True)
     png, pdf = folder / f"{stem}.png", folder / f"{stem}.pdf"
@@ -292,11 +297,10 @@ def run_curves(run: RunView, folder: Path) -> Figure:
     notes = [best_text, run.status_text]
     notes += ["a cross marks the last finite point before divergence"] if run.status == "diverged" else []
     notes += [run.not_full_text] if not run.full_spec else []
-    demo = _mark_demo(fig, [run])
     times = time_notes([run]) if metric != "perplexity" else ""
     caption = (f"{run.description}, {run.hyperparameters}: training (solid) and validation (dashed) {what}. "
-               + "; ".join(notes) + times + demo + ".")
-    return _save(fig, folder, f"{run.key}-curves", caption)
+               + "; ".join(notes) + times)
+    return _finish(fig, folder, f"{run.key}-curves", caption, [run])
 
 
 def by_device(runs: list[RunView]) -> dict[str, list[RunView]]:
@@ -348,15 +352,14 @@ def grid_overlay(study: Study, grid: str, folder: Path) -> Figure | None:
     missing = study.missing(grid)
     panels = ("wall-clock time (bottom)" if len(devices) == 1 else
               f"wall-clock time, one panel per device ({len(devices)} below: times are compared only on one device)")
-    demo = _mark_demo(fig, runs)
     caption = (f"{GRID_TITLES[grid]}: validation {metric} of every configuration over epochs (top) and over "
                f"{panels}{'; log scale, lower is better' if log else '; higher is better'}. "
                + ("Legend: the network" if cnn else "Legend: experiment number, optimizer, number of layers (L)")
                + f"{'; dashed: PostNorm' if grid == 'vit' else ''}; a star marks each run's best validation score"
                f"{', a cross the last point of a diverged run' if any(r.status == 'diverged' for r in runs) else ''}"
                + (f"; not run (missing from the grid): {', '.join(missing)}" if missing else "")
-               + time_notes(runs) + demo + ".")
-    return _save(fig, folder, f"{grid}-overlay", caption)
+               + time_notes(runs))
+    return _finish(fig, folder, f"{grid}-overlay", caption, runs)
 
 
 @styled
@@ -390,7 +393,6 @@ def memory_bars(study: Study, grid: str, folder: Path) -> Figure | None:
     sources = sorted({str(r.memory.get("source")) for r in runs})
     ax.set_xlabel(f"memory (MiB; {', '.join(sources)})")
     ax.set_title(f"{GRID_TITLES[grid]}: memory", loc="left")  # short: it starts after the bar labels
-    demo = _mark_demo(fig, runs)
     where = (f" on {devices[0]}" if len(devices) == 1 else "; " + "; ".join(
         f"{name} bars on {device}: {', '.join(r.key for r in runs if r.device == device)}"
         for device, name in zip(devices, _color_names(devices), strict=True))
@@ -399,9 +401,8 @@ def memory_bars(study: Study, grid: str, folder: Path) -> Figure | None:
                f"after warm-up (bar, value inside) and the peak (red tick). Measured as {', '.join(sources)} (rss: "
                "resident memory of the training process, with the Python runtime and the dataset; nvml: the "
                f"process's device memory as nvidia-smi shows it){where}; labels: "
-               + ("the network" if grid == "cnn" else "experiment number, optimizer, number of layers (L)")
-               + demo + ".")
-    return _save(fig, folder, f"{grid}-memory", caption)
+               + ("the network" if grid == "cnn" else "experiment number, optimizer, number of layers (L)"))
+    return _finish(fig, folder, f"{grid}-memory", caption, runs)
 
 
 def _color_names(devices: list[str]) -> list[str]:
@@ -440,9 +441,8 @@ def precision_figure(member: RunView, side: RunView, folder: Path) -> Figure:
     _epoch_axis(bottom, epochs)
     bottom.set_ylabel(f"{precision(member)} / {precision(side)} − 1 (%)")
     bottom.legend(loc="lower right")
-    demo = _mark_demo(fig, [member, side])
     caption = (f"{member.id} in {precision(member)} ({member.key}, {member.status_text}) and in {precision(side)} "
                f"({side.key}, {side.status_text}): validation {metric} over the {len(differences)} epochs both have"
                f"{' (log scale)' if metric == 'perplexity' else ''} (top), and its relative difference in % with the "
-               f"±{PRECISION_TOLERANCE:.0%} band (bottom). Devices: {member.device} and {side.device}" + demo + ".")
-    return _save(fig, folder, f"{side.key}-precision", caption)
+               f"±{PRECISION_TOLERANCE:.0%} band (bottom). Devices: {member.device} and {side.device}")
+    return _finish(fig, folder, f"{side.key}-precision", caption, [member, side])

@@ -22,16 +22,13 @@ from replab.report.study import Study, completed
 from replab.report.tables import best_first, best_vit
 from replab.runlog import better
 
-STUDY_GRIDS = ("lstm", "vit")  # the grids of the specification's questions
-
-
 NEGLIGIBLE_PERPLEXITY = 0.01  # relative perplexity difference not called a difference (no noise estimate exists)
 
 
 def findings(study: Study) -> list[Finding]:
     """Every finding the runs support, in the report's order, each with the question it answers."""
     answers = [(None, settings_findings(study))]
-    answers += [(CURVES_QUESTION[grid], [Finding(*found) for found in precision_comparisons(study, grid)])
+    answers += [(CURVES_QUESTION[grid], precision_comparisons(study, grid))
                 for grid in GRID_TITLES]
     for grid, problem, (choice, optimizers) in (("lstm", 1, (4, 4)), ("vit", 3, (3, 4))):
         answers += [((problem, choice), choice_findings(study, grid) + depth_findings(study, grid)),
@@ -91,7 +88,7 @@ def _reference_headline(study: Study) -> str | None:
                      f"of them, {name}")
     own = []
     for run in completed(study.grid("cnn")):
-        reference = CNN_REFERENCE.get(run.experiment.get(run.spec.variant))
+        reference = CNN_REFERENCE.get(run.variant)
         if reference is not None and run.test() is not None:
             own.append(reference[2] - run.test() * 100)
     if own:
@@ -383,7 +380,7 @@ def cnn_findings(study: Study) -> list[Finding]:
             text += f"; {vit.id} is {vit.not_full_text}, so this comparison is not meaningful"
         found.append(Finding(topic, text + "."))
     for run in completed(study.grid("cnn")):
-        reference = CNN_REFERENCE.get(run.experiment.get(run.spec.variant))
+        reference = CNN_REFERENCE.get(run.variant)
         if reference is None:
             continue
         name, _, ref_test, ref_params = reference

@@ -33,13 +33,13 @@ def headline(markdown: str) -> str:
 
 def tables(report_dir: str | os.PathLike) -> list[str]:
     """The Markdown of every ``tables/*.md`` (caption and table), in the report's numbering (then by name)."""
-    files = sorted(Path(report_dir, "tables").glob("*.md"))
+    texts = {path: path.read_text(encoding="utf-8") for path in Path(report_dir, "tables").glob("*.md")}
 
     def number(path: Path) -> tuple[int, str]:
-        found = _TABLE_NUMBER.search(path.read_text(encoding="utf-8"))
+        found = _TABLE_NUMBER.search(texts[path])
         return (int(found.group(1)) if found else 10**6, path.name)
 
-    return [path.read_text(encoding="utf-8").strip() for path in sorted(files, key=number)]
+    return [texts[path].strip() for path in sorted(texts, key=number)]
 
 
 def overlay_figures(report_dir: str | os.PathLike) -> list[tuple[Path, str]]:

@@ -9,6 +9,7 @@ difference, and whether every epoch they share is within ``PRECISION_TOLERANCE``
 
 from __future__ import annotations
 
+from replab.report.finding import Finding
 from replab.report.formatting import fmt_metric, is_number
 from replab.report.reference import GRID_TITLES
 from replab.report.runs import RunView
@@ -54,7 +55,7 @@ def comparison_text(member: RunView, side: RunView) -> str:
     the tolerance; times where both ran on one device."""
     metric = member.metric
     shared = shared_epochs(member, side)
-    differences = dict(relative_differences(member, side))
+    differences = {epoch: mine / theirs - 1 for epoch, mine, theirs in shared if theirs}  # relative_differences
     who = f"{member.id} in {precision(member)} ({member.key}) against {precision(side)} ({side.key})"
     if not shared:
         return f"{who}: no epoch with a validation {metric} in both, nothing to compare yet."
@@ -81,7 +82,7 @@ def comparison_text(member: RunView, side: RunView) -> str:
     return f"{who}, validation {metric} per epoch: {listing}; {verdict}.{time}{extra}"
 
 
-def precision_comparisons(study: Study, grid: str) -> list[tuple[str, str]]:
-    """(topic, text) of a finding per pair of precisions of one configuration (see ``precision_pairs``)."""
-    return [(f"{GRID_TITLES[grid]}: one configuration in two precisions", comparison_text(member, side))
+def precision_comparisons(study: Study, grid: str) -> list[Finding]:
+    """A finding per pair of precisions of one configuration (see ``precision_pairs``)."""
+    return [Finding(f"{GRID_TITLES[grid]}: one configuration in two precisions", comparison_text(member, side))
             for member, side in precision_pairs(study, grid)]

@@ -98,7 +98,7 @@ class RunView:
         return self.experiment.get("num_layers") if has_layers else None
 
     @property
-    def _variant(self) -> str | None:
+    def variant(self) -> str | None:
         """The registry name of the model's variant (``postnorm``, ``resnet``), if the model has variants."""
         return self.experiment.get(self.spec.variant) if self.spec and self.spec.variant else None
 
@@ -106,7 +106,7 @@ class RunView:
     def architecture(self) -> str:
         """The variant's name where the model has variants (PreNorm/PostNorm, the CNN's network), else the
         model's (LSTM)."""
-        return display(self._variant if self.spec and self.spec.variant else self.task)
+        return display(self.variant if self.spec and self.spec.variant else self.task)
 
     @property
     def short_label(self) -> str:
@@ -114,8 +114,8 @@ class RunView:
         layers: its variant (``ResNet``)."""
         if self.layers is None:
             return self.architecture
-        default = self.spec.config.__dataclass_fields__[self.spec.variant].default if self._variant else None
-        variant = f" {self.architecture}" if self._variant and self._variant != default else ""
+        default = self.spec.config.__dataclass_fields__[self.spec.variant].default if self.variant else None
+        variant = f" {self.architecture}" if self.variant and self.variant != default else ""
         return f"{self.number} {self.optimizer_name} {self.layers}L{variant}"
 
     @property

@@ -232,7 +232,7 @@ def cnn_table(study: Study) -> Table:
     """
     rows, cnn_runs = [], study.grid("cnn")
     for name, (label, val, test, params) in CNN_REFERENCE.items():
-        runs = [r for r in cnn_runs if r.experiment.get(r.spec.variant) == name]
+        runs = [r for r in cnn_runs if r.variant == name]
         for run in runs:
             rows.append([label, fmt_count(params), f"{test:.2f}", _plain(run.test(), "accuracy"), f"{val:.2f}",
                          _plain(run.best_val, "accuracy"), _run_cell(run)])
@@ -277,7 +277,7 @@ def _processes_text(run: RunView) -> str:
 def epochs_table(study: Study) -> Table:
     """Every epoch's training seconds and the processes that trained each run: what the run files record of how a
     run went (restarts, commits, devices), beside the epochs a busy machine slowed."""
-    rows = [[run.key, _processes_text(run), " ".join(f"{s:,.0f}" for s in run.series("train_seconds") if is_number(s))]
+    rows = [[run.key, _processes_text(run), " ".join(f"{s:,.0f}" for s in run.epoch_seconds)]
             for grid in GRID_TITLES for run in study.grid(grid) + study.side_runs(grid) if run.epochs_completed]
     caption = ("Training seconds of every epoch in order, and the processes that trained each run: one per start or "
                "resume, with the epoch (and step) it began at and the commit of its code. An epoch well above its "
