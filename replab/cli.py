@@ -45,10 +45,10 @@ from replab.data import commands as data_commands
 from replab.data.wikitext2 import Wikitext2
 from replab.datadir import resolve_data_dir
 from replab.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
-from replab.experiments import AMP_MODES, BLOCKS, EXPERIMENTS, GRIDS, OPTIMIZERS, RunSettings, configure
+from replab.experiments import AMP_MODES, BLOCKS, EXPERIMENTS, GRIDS, OPTIMIZERS, RunSettings
 from replab.generate import CHECKPOINTS, PROMPT_TOKENS, SampleSettings, load_lstm, sample
 from replab.report import commands as report_commands
-from replab.runner import plan_grid, print_estimates, run_grid, run_one
+from replab.runner import configured, plan_grid, print_estimates, run_grid, run_one
 from replab.text import GPT1Tokenizer
 
 
@@ -158,10 +158,7 @@ def cmd_configs(args) -> int:
 
 
 def cmd_train(args) -> int:
-    try:
-        experiment = configure(args.id, **hyperparameters(args))
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    experiment = configured(args.id, hyperparameters(args))
     settings = run_settings(args)
     if args.dry_run:
         return print_estimates([(experiment, settings)])

@@ -11,7 +11,7 @@ from pathlib import Path
 from replab.console import closing_line
 from replab.estimate import estimate_run, load_note, precision_table, skipped, table, total_seconds
 from replab.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, UsageError
-from replab.experiments import RunSettings, configure
+from replab.experiments import Experiment, RunSettings, configure
 from replab.runlog import RunDir
 from replab.system import native_bf16_cpu, pick_device
 from replab.train import RunError, completed_summary, train
@@ -99,14 +99,19 @@ def print_estimates(plan: list[tuple]) -> int:
     return EXIT_OK
 
 
+def configured(experiment_id: str, overrides: dict | None = None) -> Experiment:
+    """``experiments.configure`` for a command: the resolved experiment, or a ``UsageError`` naming what is wrong."""
+    try:
+        return configure(experiment_id, **(overrides or {}))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 # ------------------------------------------------------------------------------------------------ grids
 def plan_grid(experiment_ids: list[str], settings: RunSettings, overrides: dict | None = None) -> list[tuple]:
     """``(experiment, settings)`` of each run of a grid; settings ``None`` for a completed run (skipped), and
     ``resume`` set for a started one. ``overrides``: hyperparameters for every experiment (``None`` ignored)."""
-    try:
-        experiments = [configure(i, **(overrides or {})) for i in experiment_ids]
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    experiments = [configured(i, overrides) for i in experiment_ids]
     plan = []
     for experiment in experiments:
         if not settings.overwrite and completed_summary(experiment, settings):

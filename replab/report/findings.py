@@ -66,7 +66,7 @@ def headline(study: Study) -> list[str]:
             text += (f". {'Best' if done else 'Best so far'}: {best.description}, best validation {best.metric} "
                      f"{_score(best)}, " + (f"test {best.metric} {fmt_metric(test, best.metric)}" if test is not None
                                             else f"no test {best.metric} yet"))
-        reasons = sorted({reason for r in runs if not r.full_spec for reason in r.limits + r.deviations})
+        reasons = sorted({reason for r in runs if not r.full_spec for reason in r.differences})
         if reasons:
             text += f"; NOT at their full setting: {'; '.join(reasons)}"
         lines.append(text + ".")
@@ -173,7 +173,7 @@ def settings_findings(study: Study) -> list[Finding]:
         return [Finding(topic, f"No run folder was found under {', '.join(map(str, study.roots))}.")]
     partial = [r for r in study.runs if not r.full_spec]
     if partial:
-        reasons = sorted({reason for r in partial for reason in r.limits + r.deviations})
+        reasons = sorted({reason for r in partial for reason in r.differences})
         found.append(Finding(topic, (
             f"{len(partial)} of {len(study.runs)} runs are NOT at their full setting ({'; '.join(reasons)}): their "
             "numbers answer the specification's questions only as far as that setting allows.")))

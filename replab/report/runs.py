@@ -381,10 +381,15 @@ class RunView:
         return found
 
     @property
+    def differences(self) -> list[str]:
+        """What differs from its full setting: the batch limits, then the deviations."""
+        return self.limits + self.deviations
+
+    @property
     def full_spec(self) -> bool:
         """Trained with its full setting (the specification's; the CNNs: the reference training's): no batch limits,
         no changed hyperparameter."""
-        return not self.limits and not self.deviations
+        return not self.differences
 
     @property
     def provenance(self) -> str:
@@ -398,4 +403,5 @@ class RunView:
     @property
     def not_full_text(self) -> str:
         """``NOT at its full setting: epochs 10 (reference training 180)``, or empty for a run at its full setting."""
-        return "" if self.full_spec else "NOT at its full setting: " + "; ".join(self.limits + self.deviations)
+        differences = self.differences
+        return "NOT at its full setting: " + "; ".join(differences) if differences else ""

@@ -148,8 +148,8 @@ def runs_table(study: Study) -> Table:
     for run in sorted(study.runs, key=lambda r: (r.task, r.sort_key())):
         reason = f": {run.reason}" if run.reason and run.status != "completed" else ""
         rows.append([run.key, run.status_text + reason, run.device, run.settings.get("amp", "none"), run.commit,
-                     "; ".join(run.limits) or "none", "yes" if run.full_spec else "NO: " + "; ".join(
-                         run.limits + run.deviations), fmt_seconds(run.total_seconds)])
+                     "; ".join(run.limits) or "none", "NO: " + "; ".join(run.differences)
+                     if run.differences else "yes", fmt_seconds(run.total_seconds)])
     caption = ("Every run folder found: its status, the device and code it ran on, its batch limits, and whether it "
                "used its full setting (the Legend defines each). Time: wall-clock time of its epochs, training and "
                "validation, its processes added up.")
